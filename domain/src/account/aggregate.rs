@@ -1,4 +1,5 @@
-use cqrs_es::{Aggregate, EventSink};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
 use super::{AccountCommand, AccountError, AccountEvent, RegisterAccount};

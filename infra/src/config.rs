@@ -1,0 +1,61 @@
+//! Settings shared by several services, read from environment variables (or the
+//! matching command-line flags) with documented defaults.
+
+use std::time::Duration;
+
+use clap::Args;
+use secrecy::SecretString;
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseSettings {
+    /// PostgreSQL URL of the application role. It may contain a password, so it is
+    /// kept secret and never logged.
+    #[arg(
+        long = "database-url",
+        env = "MEDFLOW_DATABASE_URL",
+        default_value = "postgres://medflow_app@127.0.0.1:5432/medflow",
+        hide_default_value = false
+    )]
+    pub url: SecretString,
+
+    /// Maximum number of pooled connections.
+    #[arg(long = "database-pool-size", env = "MEDFLOW_DATABASE_POOL_SIZE", default_value_t = 10)]
+    pub pool_size: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KafkaSettings {
+    /// Comma-separated bootstrap servers.
+    #[arg(long = "kafka-brokers", env = "MEDFLOW_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+
+    /// Prefix of every topic and consumer group name, so several deployments (or test
+    /// runs) can share one broker.
+    #[arg(long = "kafka-topic-prefix", env = "MEDFLOW_KAFKA_TOPIC_PREFIX", default_value = "medflow.")]
+    pub topic_prefix: String,
+
+    /// Consumer group session timeout in milliseconds. Brokers take a good part of it to
+    /// finish a group join, so short values make consumers start sooner.
+    #[arg(long = "kafka-session-timeout-ms", env = "MEDFLOW_KAFKA_SESSION_TIMEOUT_MS", default_value_t = 6000)]
+    pub session_timeout_ms: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KeySettings {
+    /// Master keys as `id:base64key` pairs separated by commas; each key is 32 bytes.
+    /// The first wraps new data keys, the others only unwrap old ones (rotation).
+    #[arg(long = "master-keys", env = "MEDFLOW_MASTER_KEYS")]
+    pub master_keys: SecretString,
+
+    /// Base64 of the 32-byte HMAC key for the e-mail index. Changing it orphans every
+    /// existing account's login, so it is not rotated with the master keys.
+    #[arg(long = "index-key", env = "MEDFLOW_INDEX_KEY")]
+    pub index_key: SecretString,
+}
+
+/// Parses a duration given in whole seconds, for clap.
+pub fn parse_seconds(raw: &str) -> Result<Duration, String> {
+    raw.parse::<u64>()
+        .map(Duration::from_secs)
+        .map_err(|_| format!("'{raw}' is not a whole number of seconds"))
+}

@@ -1,0 +1,140 @@
+//! Database-backed sessions. Every request looks its token up, so revoking a session
+//! (logout, logout everywhere, suspension) takes effect on the very next request.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use medflow_domain::values::{AccountId, Role};
+use uuid::Uuid;
+
+use crate::clock::SharedClock;
+use crate::crypto::token;
+
+#[derive(Debug, Clone, Copy)]
+pub struct SessionPolicy {
+    /// A session unused for this long expires.
+    pub idle_timeout: Duration,
+    /// A session expires this long after login, however active it is.
+    pub absolute_lifetime: Duration,
+}
+
+impl Default for SessionPolicy {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(30 * 60),
+            absolute_lifetime: Duration::from_secs(12 * 60 * 60),
+        }
+    }
+}
+
+/// A freshly created session. The token is returned to the client once and not stored.
+pub struct NewSession {
+    pub session_id: Uuid,
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The session a request authenticated with.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub session_id: Uuid,
+    pub account_id: AccountId,
+    pub role: Role,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("session store query failed")]
+    Database(#[from] tokio_postgres::Error),
+    #[error("session store connection failed")]
+    Pool(#[from] deadpool_postgres::PoolError),
+}
+
+#[derive(Clone)]
+pub struct SessionStore {
+    pool: Pool,
+    policy: SessionPolicy,
+    clock: SharedClock,
+}
+
+impl SessionStore {
+    pub fn new(pool: Pool, policy: SessionPolicy, clock: SharedClock) -> Self {
+        Self { pool, policy, clock }
+    }
+
+    pub async fn create(&self, account_id: AccountId, role: Role) -> Result<NewSession, SessionError> {
+        let now = self.clock.now();
+        let session_id = Uuid::new_v4();
+        let token = token::generate();
+        let expires_at = now + self.policy.absolute_lifetime;
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "INSERT INTO sessions (session_id, token_hash, account_id, role, created_at, last_seen_at, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $5, $6)",
+                &[&session_id, &token::hash(&token), &account_id.0, &role.as_str(), &now, &expires_at],
+            )
+            .await?;
+        Ok(NewSession {
+            session_id,
+            token,
+            expires_at,
+        })
+    }
+
+    /// Finds the live session for `token` and marks it used now. Returns `None` for an
+    /// unknown, revoked, idle-expired or absolutely expired token.
+    pub async fn authenticate(&self, token: &str) -> Result<Option<Session>, SessionError> {
+        let now = self.clock.now();
+        let idle_cutoff = now - self.policy.idle_timeout;
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "UPDATE sessions SET last_seen_at = $2
+                 WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > $2 AND last_seen_at > $3
+                 RETURNING session_id, account_id, role, expires_at",
+                &[&token::hash(token), &now, &idle_cutoff],
+            )
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let role: String = row.get(2);
+        let Ok(role) = Role::parse("role", &role) else {
+            tracing::error!(session_id = %row.get::<_, Uuid>(0), "session row has an unknown role");
+            return Ok(None);
+        };
+        Ok(Some(Session {
+            session_id: row.get(0),
+            account_id: AccountId(row.get(1)),
+            role,
+            expires_at: row.get(3),
+        }))
+    }
+
+    /// Revokes one session; returns whether it was live.
+    pub async fn revoke(&self, session_id: Uuid) -> Result<bool, SessionError> {
+        let client = self.pool.get().await?;
+        let changed = client
+            .execute(
+                "UPDATE sessions SET revoked_at = $2 WHERE session_id = $1 AND revoked_at IS NULL",
+                &[&session_id, &self.clock.now()],
+            )
+            .await?;
+        Ok(changed == 1)
+    }
+
+    /// Revokes every live session of an account; returns how many there were.
+    pub async fn revoke_all(&self, account_id: AccountId) -> Result<u64, SessionError> {
+        let client = self.pool.get().await?;
+        let changed = client
+            .execute(
+                "UPDATE sessions SET revoked_at = $2 WHERE account_id = $1 AND revoked_at IS NULL",
+                &[&account_id.0, &self.clock.now()],
+            )
+            .await?;
+        Ok(changed)
+    }
+}
