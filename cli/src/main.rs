@@ -1,5 +1,6 @@
 //! `medflow`: the operator command line.
 
+mod admin;
 mod stack;
 
 use clap::{Parser, Subcommand};
@@ -13,6 +14,25 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Applies pending schema migrations as the owner role.
+    Migrate {
+        /// PostgreSQL URL of the role that owns the schema.
+        #[arg(long, env = "MEDFLOW_OWNER_DATABASE_URL", default_value = "postgres://medflow_owner@127.0.0.1:5432/medflow")]
+        owner_database_url: secrecy::SecretString,
+    },
+    /// Creates an admin account; the password is read from MEDFLOW_ADMIN_PASSWORD or
+    /// the first line of standard input. Uses the command API's environment variables.
+    CreateAdmin {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: String,
+    },
+    /// Data key management.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// Starts, stops or reports the local stack: PostgreSQL roles and databases,
     /// the Kafka-protocol broker, the S3 store and the SMTP catcher.
     Stack {
@@ -21,10 +41,24 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Re-wraps every data key under the first key of MEDFLOW_MASTER_KEYS, after which
+    /// the older master keys can be removed from the environment.
+    Rotate,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Stack { action } => stack::run(action).await,
+        Command::Migrate { owner_database_url } => {
+            medflow_infra::db::migrate(&owner_database_url).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::CreateAdmin { email, name } => admin::create_admin(&email, &name).await,
+        Command::Keys { action: KeysAction::Rotate } => admin::rotate_keys().await,
     }
 }

@@ -41,8 +41,9 @@ pub fn prepare(layout: &StackLayout, settings: &StackSettings) -> anyhow::Result
     let dir = layout.component_dir(NAME);
     std::fs::create_dir_all(&dir).with_context(|| format!("failed to create {}", dir.display()))?;
 
-    let program = find_program(PROGRAM, &[])
-        .ok_or_else(|| anyhow!("{PROGRAM} not found on PATH or in ~/.cargo/bin; run scripts/install-deps.sh"))?;
+    let program = find_program(PROGRAM, &[]).ok_or_else(|| {
+        anyhow!("{PROGRAM} not found on PATH or in ~/.cargo/bin; run scripts/install-deps.sh")
+    })?;
     let listener_url = format!("tcp://{}", address(settings));
     Ok(Launch {
         program,
@@ -63,7 +64,9 @@ pub fn prepare(layout: &StackLayout, settings: &StackSettings) -> anyhow::Result
 }
 
 pub fn probe(settings: &StackSettings) -> Probe {
-    Probe::Kafka { port: settings.broker_port }
+    Probe::Kafka {
+        port: settings.broker_port,
+    }
 }
 
 /// The whole component folder: the SQLite database with its journal files, and the log.

@@ -92,10 +92,13 @@ impl StackLayout {
     /// Resolves the stack directory from `--stack-dir`, or `.stack` in the git top level
     /// (or the current directory when it is not inside a git checkout).
     fn resolve(settings: &StackSettings) -> anyhow::Result<Self> {
-        let current_dir = std::env::current_dir().context("failed to read the current directory")?;
+        let current_dir =
+            std::env::current_dir().context("failed to read the current directory")?;
         let root = match &settings.stack_dir {
             Some(dir) => current_dir.join(dir),
-            None => git_top_level(&current_dir).unwrap_or(current_dir).join(".stack"),
+            None => git_top_level(&current_dir)
+                .unwrap_or(current_dir)
+                .join(".stack"),
         };
         Ok(Self { root })
     }
@@ -105,23 +108,37 @@ impl StackLayout {
         self.root.join(name)
     }
 
-    /// Folder where `scripts/install-deps.sh` installs npm tools such as maildev.
-    pub fn tools_dir(&self) -> PathBuf {
-        self.root.join("tools")
+    /// Folders searched for npm tools such as maildev: `tools/node_modules/.bin` in this
+    /// stack directory, then in `<git top level>/.stack`, where `scripts/install-deps.sh`
+    /// installs them even when `--stack-dir` points elsewhere.
+    pub fn npm_bin_dirs(&self) -> Vec<PathBuf> {
+        let npm_bin = |stack_dir: &Path| stack_dir.join("tools").join("node_modules").join(".bin");
+        let mut dirs = vec![npm_bin(&self.root)];
+        if let Some(top) = std::env::current_dir()
+            .ok()
+            .and_then(|dir| git_top_level(&dir))
+        {
+            let repo_bin = npm_bin(&top.join(".stack"));
+            if !dirs.contains(&repo_bin) {
+                dirs.push(repo_bin);
+            }
+        }
+        dirs
     }
 
-    /// Creates the stack directory, readable by the owner only because it holds secrets.
+    /// Creates the stack directory if needed and sets its mode to 0700, because it holds
+    /// secrets and credentials.
     fn create(&self) -> anyhow::Result<()> {
-        use std::os::unix::fs::DirBuilderExt;
+        use std::os::unix::fs::PermissionsExt;
 
-        if self.root.is_dir() {
-            return Ok(());
-        }
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.root)
-            .with_context(|| format!("failed to create the stack directory {}", self.root.display()))
+        std::fs::create_dir_all(&self.root).with_context(|| {
+            format!(
+                "failed to create the stack directory {}",
+                self.root.display()
+            )
+        })?;
+        std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("failed to set mode 0700 on {}", self.root.display()))
     }
 }
 
@@ -193,7 +210,11 @@ impl Service {
     }
 
     /// Creates the component's folders and files and returns how to launch it.
-    fn prepare(self, layout: &StackLayout, settings: &StackSettings) -> anyhow::Result<process::Launch> {
+    fn prepare(
+        self,
+        layout: &StackLayout,
+        settings: &StackSettings,
+    ) -> anyhow::Result<process::Launch> {
         match self {
             Service::Broker => broker::prepare(layout, settings),
             Service::S3 => s3::prepare(layout, settings),
@@ -263,7 +284,10 @@ async fn up(settings: &StackSettings) -> anyhow::Result<()> {
         secrets_file.display(),
         secrets_file.display()
     );
-    eprintln!("stack: S3 credentials in {}", s3::credentials_file(&layout).display());
+    eprintln!(
+        "stack: S3 credentials in {}",
+        s3::credentials_file(&layout).display()
+    );
 
     if !failed.is_empty() {
         bail!("stack up failed for: {}", failed.join(", "));
@@ -272,7 +296,11 @@ async fn up(settings: &StackSettings) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn start_service(service: Service, layout: &StackLayout, settings: &StackSettings) -> anyhow::Result<()> {
+async fn start_service(
+    service: Service,
+    layout: &StackLayout,
+    settings: &StackSettings,
+) -> anyhow::Result<()> {
     let name = service.name();
     let managed = service.managed_process(layout);
     let address = service.address(settings);
@@ -294,8 +322,9 @@ async fn start_service(service: Service, layout: &StackLayout, settings: &StackS
     for port in service.ports(settings) {
         if port_accepts_connections(port) {
             bail!(
-                "127.0.0.1:{port} is already in use by a process this stack did not start; \
-                 stop that process or choose another port (see `medflow stack up --help`)"
+                "127.0.0.1:{port} is already in use by a process this stack did not start \
+                 (find it with `ss -ltnp 'sport = :{port}'`); stop that process or choose \
+                 another port (see `medflow stack up --help`)"
             );
         }
     }
@@ -349,14 +378,19 @@ async fn down(settings: &StackSettings, purge: bool) -> anyhow::Result<()> {
 
     if purge {
         match postgres::drop_database(settings).await {
-            Ok(()) => eprintln!("stack: postgres: database {} dropped, roles kept", postgres::DATABASE),
+            Ok(()) => eprintln!(
+                "stack: postgres: database {} dropped, roles kept",
+                postgres::DATABASE
+            ),
             Err(error) => {
                 eprintln!("stack: postgres: {error:#}");
                 failed.push("postgres");
             }
         }
     } else {
-        eprintln!("stack: postgres: left running (it is the machine's server, not started by the stack)");
+        eprintln!(
+            "stack: postgres: left running (it is the machine's server, not started by the stack)"
+        );
     }
 
     if !failed.is_empty() {
@@ -380,58 +414,77 @@ fn remove_path(path: &Path) -> anyhow::Result<()> {
 
 async fn status(settings: &StackSettings) -> anyhow::Result<()> {
     let layout = StackLayout::resolve(settings)?;
-    let mut down_count = 0;
+    let mut rows = Vec::new();
 
     let postgres_status = postgres::status(settings).await;
-    if !postgres_status.up {
-        down_count += 1;
-    }
-    println!(
-        "{:<9} {:<5} {:<32} {:<10} {}",
-        "postgres",
-        if postgres_status.up { "up" } else { "down" },
-        postgres_status.address,
-        "-",
-        postgres_status.detail
-    );
+    rows.push(StatusRow {
+        name: "postgres",
+        up: postgres_status.up,
+        address: postgres_status.address,
+        pid: "-".to_owned(),
+        detail: postgres_status.detail,
+    });
 
     for service in Service::ALL {
         let managed = service.managed_process(&layout);
-        let address = service.address(settings);
         let pid = managed.running_pid()?;
         let answers = service.probe(settings).check().await;
+        let log = managed.log_file();
 
-        let (up, pid_column, detail) = match (pid, answers) {
-            (Some(pid), Ok(())) => (true, format!("pid {pid}"), format!("log {}", managed.log_file().display())),
-            (Some(pid), Err(error)) => (
+        let (up, detail) = match (pid, answers) {
+            (Some(_), Ok(())) => (true, format!("log {}", log.display())),
+            (Some(_), Err(error)) => (
                 false,
-                format!("pid {pid}"),
-                format!("running but not answering ({error:#}); see {}", managed.log_file().display()),
+                format!(
+                    "running but not answering ({error:#}); see {}",
+                    log.display()
+                ),
             ),
             (None, Ok(())) => (
                 false,
-                "-".to_owned(),
-                "a process this stack did not start holds the port".to_owned(),
+                "a process this stack did not start answers there".to_owned(),
             ),
-            (None, Err(_)) => (false, "-".to_owned(), "not running".to_owned()),
+            (None, Err(_)) => (false, "not running".to_owned()),
         };
-        if !up {
-            down_count += 1;
-        }
+        rows.push(StatusRow {
+            name: service.name(),
+            up,
+            address: service.address(settings),
+            pid: pid.map_or_else(|| "-".to_owned(), |pid| format!("pid {pid}")),
+            detail,
+        });
+    }
+
+    let address_width = rows.iter().map(|row| row.address.len()).max().unwrap_or(0);
+    let pid_width = rows.iter().map(|row| row.pid.len()).max().unwrap_or(0);
+    for row in &rows {
         println!(
-            "{:<9} {:<5} {:<32} {:<10} {}",
-            service.name(),
-            if up { "up" } else { "down" },
-            address,
-            pid_column,
-            detail
+            "{:<9} {:<4} {:<address_width$}  {:<pid_width$}  {}",
+            row.name,
+            if row.up { "up" } else { "down" },
+            row.address,
+            row.pid,
+            row.detail
         );
     }
 
+    let down_count = rows.iter().filter(|row| !row.up).count();
     if down_count > 0 {
-        bail!("{down_count} component(s) down; run `medflow stack up`");
+        bail!(
+            "{down_count} of {} components are down; run `medflow stack up`",
+            rows.len()
+        );
     }
     Ok(())
+}
+
+/// One line of `stack status`.
+struct StatusRow {
+    name: &'static str,
+    up: bool,
+    address: String,
+    pid: String,
+    detail: String,
 }
 
 /// Check that a started component answers requests.
@@ -448,7 +501,10 @@ impl Probe {
     pub async fn check(&self) -> anyhow::Result<()> {
         match self {
             Probe::Kafka { port } => broker::check_metadata(*port).await,
-            Probe::Http { url, require_success } => {
+            Probe::Http {
+                url,
+                require_success,
+            } => {
                 let response = loopback_http_client()?
                     .get(url)
                     .send()

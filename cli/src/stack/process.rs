@@ -70,7 +70,9 @@ impl ManagedProcess {
         let contents = match std::fs::read_to_string(&pid_file) {
             Ok(contents) => contents,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(error) => return Err(error).with_context(|| format!("failed to read {}", pid_file.display())),
+            Err(error) => {
+                return Err(error).with_context(|| format!("failed to read {}", pid_file.display()))
+            }
         };
         let Ok(raw_pid) = contents.trim().parse::<i32>() else {
             return Ok(None);
@@ -110,8 +112,12 @@ impl ManagedProcess {
             .open(&log_file)
             .with_context(|| format!("failed to open the log file {}", log_file.display()))?;
         // The arguments are left out because the S3 store receives its secret key as one.
-        writeln!(log, "---- medflow stack up: starting {}", launch.program.display())
-            .with_context(|| format!("failed to write to {}", log_file.display()))?;
+        writeln!(
+            log,
+            "---- medflow stack up: starting {}",
+            launch.program.display()
+        )
+        .with_context(|| format!("failed to write to {}", log_file.display()))?;
         let stderr_log = log
             .try_clone()
             .with_context(|| format!("failed to duplicate the handle of {}", log_file.display()))?;
@@ -126,11 +132,17 @@ impl ManagedProcess {
         for name in &launch.env_remove {
             command.env_remove(name);
         }
+        // Output goes to a file, so terminal colour codes would only clutter the log.
+        command.env("NO_COLOR", "1");
         command.envs(launch.env.iter().map(|(name, value)| (name, value)));
         // SAFETY: the closure runs in the forked child before exec and only calls
         // setsid(2), which is async-signal-safe and allocates nothing.
         unsafe {
-            command.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from));
+            command.pre_exec(|| {
+                nix::unistd::setsid()
+                    .map(drop)
+                    .map_err(std::io::Error::from)
+            });
         }
 
         let child = command
@@ -145,11 +157,19 @@ impl ManagedProcess {
 
     /// Polls `probe` until it succeeds. If the process exits first, or `timeout` passes,
     /// the process is stopped, its pid file removed and the error quotes the log's last lines.
-    pub async fn wait_until_ready(&self, child: &mut Child, probe: &Probe, timeout: Duration) -> anyhow::Result<()> {
+    pub async fn wait_until_ready(
+        &self,
+        child: &mut Child,
+        probe: &Probe,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
         let started = Instant::now();
         let pid = Pid::from_raw(child.id() as i32);
         loop {
-            if let Some(status) = child.try_wait().context("failed to check the started process")? {
+            if let Some(status) = child
+                .try_wait()
+                .context("failed to check the started process")?
+            {
                 let _ = std::fs::remove_file(self.pid_file());
                 bail!(
                     "{} exited during startup ({status}); last lines of {}:\n{}",
@@ -212,7 +232,9 @@ impl ManagedProcess {
         };
         match result {
             Ok(()) | Err(Errno::ESRCH) => Ok(()),
-            Err(error) => Err(error).with_context(|| format!("failed to send {signal} to pid {pid}")),
+            Err(error) => {
+                Err(error).with_context(|| format!("failed to send {signal} to pid {pid}"))
+            }
         }
     }
 
@@ -232,9 +254,11 @@ impl ManagedProcess {
 /// partly written pid.
 fn write_pid_file(path: &Path, pid: u32) -> anyhow::Result<()> {
     let temporary = path.with_extension("pid.tmp");
-    let mut file = File::create(&temporary).with_context(|| format!("failed to create {}", temporary.display()))?;
+    let mut file = File::create(&temporary)
+        .with_context(|| format!("failed to create {}", temporary.display()))?;
     writeln!(file, "{pid}").with_context(|| format!("failed to write {}", temporary.display()))?;
-    std::fs::rename(&temporary, path).with_context(|| format!("failed to write the pid file {}", path.display()))
+    std::fs::rename(&temporary, path)
+        .with_context(|| format!("failed to write the pid file {}", path.display()))
 }
 
 fn remove_if_exists(path: &Path) -> anyhow::Result<()> {

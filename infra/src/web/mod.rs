@@ -4,6 +4,7 @@ pub mod auth;
 pub mod health;
 pub mod json;
 pub mod metrics;
+pub mod ops;
 pub mod problem;
 pub mod request_id;
 

@@ -154,3 +154,9 @@ impl ResponseError for ApiError {
         response.json(problem)
     }
 }
+
+impl From<FieldError> for ApiError {
+    fn from(error: FieldError) -> Self {
+        ApiError::Validation(vec![error])
+    }
+}

@@ -1,6 +1,6 @@
 //! Request ids: tracing-actix-web assigns one per request and puts it on the request
 //! span; this middleware echoes it in the `x-request-id` response header and makes it
-//! available to problem responses, including errors raised by extractors.
+//! available to problem responses, including those of extractor errors.
 
 use std::future::{ready, Ready};
 use std::rc::Rc;
@@ -63,13 +63,9 @@ where
             .unwrap_or_default();
         let service = Rc::clone(&self.service);
         Box::pin(REQUEST_ID.scope(id.clone(), async move {
-            let http_request = request.request().clone();
-            // Turn errors into responses here, inside the scope, so their problem body
-            // can still read the request id.
-            let mut response = match service.call(request).await {
-                Ok(response) => response,
-                Err(error) => ServiceResponse::from_err(error, http_request),
-            };
+            // actix-web turns handler and extractor errors into responses inside this
+            // call, so their problem bodies can read the request id from the scope.
+            let mut response = service.call(request).await?;
             if let Ok(value) = HeaderValue::from_str(&id) {
                 response.headers_mut().insert(HeaderName::from_static(HEADER), value);
             }

@@ -1,0 +1,49 @@
+//! `medflow create-admin`: bootstraps an admin account without an existing admin.
+
+use std::io::BufRead;
+
+use medflow_command_api::routes::accounts::{register_account, validate};
+use medflow_command_api::state::AppState;
+use medflow_command_api::CommandApiSettings;
+use medflow_domain::values::Role;
+use medflow_infra::clock;
+use medflow_infra::event_store::EventMetadata;
+use secrecy::{ExposeSecret, SecretString};
+
+/// Registers an admin with the same validation, hashing and sealing as the command API.
+/// The password comes from `MEDFLOW_ADMIN_PASSWORD` or, if unset, the first line of
+/// standard input, so it never appears in the process list or shell history.
+pub async fn create_admin(email: &str, name: &str) -> anyhow::Result<()> {
+    let password = match std::env::var("MEDFLOW_ADMIN_PASSWORD") {
+        Ok(password) => SecretString::from(password),
+        Err(_) => {
+            eprintln!("reading the admin password from standard input (one line)");
+            let mut line = String::new();
+            std::io::stdin().lock().read_line(&mut line)?;
+            SecretString::from(line.trim_end_matches(['\r', '\n']).to_owned())
+        }
+    };
+    let settings = CommandApiSettings::try_parse_from_env()?;
+    let (state, _) = AppState::build(&settings, clock::system_clock()).await?;
+    let registration = validate(Ok(Role::Admin), email, name, password.expose_secret())
+        .map_err(|error| anyhow::anyhow!("{error}"))?;
+    let metadata = EventMetadata {
+        actor_id: None,
+        actor_role: None,
+        request_id: format!("cli-{}", uuid::Uuid::new_v4()),
+    };
+    let committed = register_account(&state, registration, None, metadata)
+        .await
+        .map_err(|error| anyhow::anyhow!("{error}"))?;
+    println!("created admin account {}", committed.aggregate_id);
+    Ok(())
+}
+
+/// `medflow keys rotate`: re-wraps every data key under the first master key.
+pub async fn rotate_keys() -> anyhow::Result<()> {
+    let settings = CommandApiSettings::try_parse_from_env()?;
+    let (state, _) = AppState::build(&settings, clock::system_clock()).await?;
+    let changed = state.keys.rewrap_all().await?;
+    println!("re-wrapped {changed} data keys under the current master key");
+    Ok(())
+}

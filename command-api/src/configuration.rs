@@ -1,0 +1,50 @@
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use medflow_infra::config::{parse_seconds, DatabaseSettings, KafkaSettings, KeySettings};
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "medflow-command-api", about = "MedFlow command API")]
+pub struct CommandApiSettings {
+    #[command(flatten)]
+    pub database: DatabaseSettings,
+
+    #[command(flatten)]
+    pub kafka: KafkaSettings,
+
+    #[command(flatten)]
+    pub keys: KeySettings,
+
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long = "http-addr", env = "MEDFLOW_COMMAND_API_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+
+    /// Seconds of inactivity after which a session expires.
+    #[arg(long = "session-idle-timeout", env = "MEDFLOW_SESSION_IDLE_TIMEOUT_SECS", default_value = "1800", value_parser = parse_seconds)]
+    pub session_idle_timeout: Duration,
+
+    /// Seconds after login at which a session expires however active it is.
+    #[arg(long = "session-absolute-lifetime", env = "MEDFLOW_SESSION_ABSOLUTE_LIFETIME_SECS", default_value = "43200", value_parser = parse_seconds)]
+    pub session_absolute_lifetime: Duration,
+
+    /// Login attempts allowed per account per minute.
+    #[arg(long = "login-attempts-per-account", env = "MEDFLOW_LOGIN_ATTEMPTS_PER_ACCOUNT_PER_MINUTE", default_value_t = 5)]
+    pub login_attempts_per_account: u32,
+
+    /// Login attempts allowed per client IP address per minute.
+    #[arg(long = "login-attempts-per-address", env = "MEDFLOW_LOGIN_ATTEMPTS_PER_ADDRESS_PER_MINUTE", default_value_t = 30)]
+    pub login_attempts_per_address: u32,
+
+    /// Password hashes computed at once; each scrypt evaluation allocates 128 MiB.
+    #[arg(long = "password-hash-concurrency", env = "MEDFLOW_PASSWORD_HASH_CONCURRENCY", default_value_t = 2)]
+    pub password_hash_concurrency: usize,
+}
+
+impl CommandApiSettings {
+    /// Reads the settings from environment variables and defaults only, ignoring the
+    /// process arguments (for tools that share the command API's configuration).
+    pub fn try_parse_from_env() -> Result<Self, clap::Error> {
+        Self::try_parse_from(["medflow-command-api"])
+    }
+}

@@ -1,0 +1,70 @@
+//! HTTP routes, one module per resource.
+
+pub mod accounts;
+pub mod admin_accounts;
+pub mod sessions;
+
+use std::net::IpAddr;
+
+use actix_web::{web, HttpRequest};
+use medflow_infra::event_store::{Committed, EventMetadata};
+use medflow_infra::sessions::Session;
+use medflow_infra::web::request_id;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+pub fn configure(config: &mut web::ServiceConfig) {
+    config
+        .service(accounts::register)
+        .service(admin_accounts::create_admin)
+        .service(admin_accounts::suspend)
+        .service(admin_accounts::reinstate)
+        .service(sessions::login)
+        .service(sessions::logout)
+        .service(sessions::logout_everywhere);
+}
+
+/// Response of every accepted command.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CommandAccepted {
+    /// Id of the aggregate the command changed.
+    pub aggregate_id: String,
+    /// Sequence of the aggregate's last event; pass it to the query API to read your
+    /// own write.
+    pub sequence: u64,
+}
+
+impl From<Committed> for CommandAccepted {
+    fn from(committed: Committed) -> Self {
+        Self {
+            aggregate_id: committed.aggregate_id,
+            sequence: committed.sequence as u64,
+        }
+    }
+}
+
+/// Event metadata for a request made by `actor` (or anonymously).
+pub fn metadata(actor: Option<&Session>) -> EventMetadata {
+    EventMetadata {
+        actor_id: actor.map(|session| session.account_id),
+        actor_role: actor.map(|session| session.role),
+        request_id: request_id::current().unwrap_or_default(),
+    }
+}
+
+/// The client's IP address as the TCP peer. Forwarding headers are ignored because
+/// any client can set them.
+pub fn client_address(request: &HttpRequest) -> IpAddr {
+    request
+        .peer_addr()
+        .map(|addr| addr.ip())
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]))
+}
+
+/// Records the aggregate id on the request's root span.
+pub fn record_aggregate(request: &HttpRequest, aggregate_id: &str) {
+    use actix_web::HttpMessage;
+    if let Some(span) = request.extensions().get::<tracing_actix_web::RootSpan>() {
+        span.record("aggregate_id", aggregate_id);
+    }
+}

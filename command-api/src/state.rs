@@ -1,0 +1,56 @@
+//! Everything a request handler needs, built once at startup.
+
+use std::sync::Arc;
+
+use medflow_domain::account::Account;
+use medflow_infra::audit::AuditLog;
+use medflow_infra::crypto::index::BlindIndex;
+use medflow_infra::crypto::keys::KeyRing;
+use medflow_infra::crypto::password::PasswordHasher;
+use medflow_infra::event_store::CommandBus;
+use medflow_infra::sessions::SessionStore;
+
+use deadpool_postgres::Pool;
+use medflow_infra::clock::SharedClock;
+use medflow_infra::crypto::keys::MasterKeys;
+use medflow_infra::db;
+use medflow_infra::sessions::SessionPolicy;
+
+use crate::rate_limit::LoginLimiter;
+use crate::CommandApiSettings;
+
+pub struct AppState {
+    pub accounts: CommandBus<Account>,
+    pub keys: KeyRing,
+    pub index: BlindIndex,
+    pub hasher: PasswordHasher,
+    pub sessions: SessionStore,
+    pub audit: AuditLog,
+    pub login_limiter: LoginLimiter,
+}
+
+pub type SharedState = Arc<AppState>;
+
+impl AppState {
+    /// Connects to PostgreSQL and loads keys; returns the state and the pool it uses.
+    pub async fn build(settings: &CommandApiSettings, clock: SharedClock) -> anyhow::Result<(Self, Pool)> {
+        let pool = db::pg_pool(&settings.database.url, settings.database.pool_size)?;
+        let sqlx_pool = db::sqlx_pool(&settings.database.url, settings.database.pool_size).await?;
+        let masters = MasterKeys::parse(&settings.keys.master_keys).map_err(anyhow::Error::msg)?;
+        let index = BlindIndex::from_base64(&settings.keys.index_key).map_err(anyhow::Error::msg)?;
+        let policy = SessionPolicy {
+            idle_timeout: settings.session_idle_timeout,
+            absolute_lifetime: settings.session_absolute_lifetime,
+        };
+        let state = Self {
+            accounts: CommandBus::<Account>::new(sqlx_pool, ()),
+            keys: KeyRing::new(pool.clone(), masters),
+            index,
+            hasher: PasswordHasher::new(settings.password_hash_concurrency).await?,
+            sessions: SessionStore::new(pool.clone(), policy, clock),
+            audit: AuditLog::new(pool.clone()),
+            login_limiter: LoginLimiter::new(settings.login_attempts_per_account, settings.login_attempts_per_address),
+        };
+        Ok((state, pool))
+    }
+}

@@ -1,0 +1,40 @@
+//! Prometheus metrics of the projectors, labelled by projection.
+
+use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+
+#[derive(Clone)]
+pub struct ProjectorMetrics {
+    pub applied: IntCounterVec,
+    pub duplicates: IntCounterVec,
+    pub failures: IntCounterVec,
+    /// Messages between the committed position and the partition's high watermark.
+    pub lag: IntGaugeVec,
+}
+
+impl ProjectorMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let metrics = Self {
+            applied: IntCounterVec::new(
+                Opts::new("medflow_projector_applied_events_total", "Events applied to a read model"),
+                &["projection"],
+            )?,
+            duplicates: IntCounterVec::new(
+                Opts::new("medflow_projector_duplicate_events_total", "Redelivered events skipped by sequence"),
+                &["projection"],
+            )?,
+            failures: IntCounterVec::new(
+                Opts::new("medflow_projector_failures_total", "Failed attempts to apply an event"),
+                &["projection"],
+            )?,
+            lag: IntGaugeVec::new(
+                Opts::new("medflow_projector_lag_messages", "Kafka consumer lag of a projection per partition"),
+                &["projection", "topic", "partition"],
+            )?,
+        };
+        registry.register(Box::new(metrics.applied.clone()))?;
+        registry.register(Box::new(metrics.duplicates.clone()))?;
+        registry.register(Box::new(metrics.failures.clone()))?;
+        registry.register(Box::new(metrics.lag.clone()))?;
+        Ok(metrics)
+    }
+}

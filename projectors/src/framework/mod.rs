@@ -1,0 +1,38 @@
+//! The projection framework: the [`Projection`] trait, idempotent application,
+//! the Kafka runner, rebuilds and lag metrics.
+
+mod apply;
+pub mod metrics;
+mod rebuild;
+mod runner;
+
+pub use apply::{apply_event, Applied};
+pub use rebuild::rebuild;
+pub use runner::run;
+
+use async_trait::async_trait;
+use medflow_infra::events::StoredEvent;
+use tokio_postgres::Transaction;
+
+/// A read model derived from events.
+#[async_trait]
+pub trait Projection: Send + Sync + 'static {
+    /// Stable name: consumer group suffix and key of its offsets.
+    fn name(&self) -> &'static str;
+
+    /// Aggregate types (and so topics) this projection consumes.
+    fn aggregate_types(&self) -> &'static [&'static str];
+
+    /// Tables that hold this projection's state; a rebuild truncates them.
+    fn tables(&self) -> &'static [&'static str];
+
+    /// Applies one event inside the framework's transaction. Called at most once per
+    /// (aggregate, sequence), in sequence order per aggregate.
+    async fn apply(&self, transaction: &Transaction<'_>, event: &StoredEvent) -> anyhow::Result<()>;
+}
+
+/// Advisory lock key shared by a projection's writers (shared mode) and its rebuild
+/// (exclusive mode), so a rebuild never interleaves with live application.
+fn lock_key(projection: &str) -> String {
+    format!("medflow-projection:{projection}")
+}

@@ -1,0 +1,170 @@
+//! Runs one projection as a Kafka consumer group member.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use medflow_infra::config::KafkaSettings;
+use medflow_infra::events::StoredEvent;
+use medflow_infra::kafka;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::Offset;
+use tokio_util::sync::CancellationToken;
+
+use super::metrics::ProjectorMetrics;
+use super::{apply_event, Applied, Projection};
+
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const LAG_REFRESH: Duration = Duration::from_secs(5);
+
+/// Consumer group of a projection.
+pub fn group_id(settings: &KafkaSettings, projection: &str) -> String {
+    format!("{}projection.{projection}", settings.topic_prefix)
+}
+
+/// Consumes the projection's topics until `shutdown` is cancelled. A message's offset
+/// is stored for commit only after its read-model transaction committed; an apply
+/// that fails for a database reason is retried (with backoff) until it succeeds.
+pub async fn run(
+    projection: Arc<dyn Projection>,
+    pool: Pool,
+    settings: KafkaSettings,
+    metrics: ProjectorMetrics,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let name = projection.name();
+    let topics: Vec<String> = projection
+        .aggregate_types()
+        .iter()
+        .map(|aggregate_type| kafka::topic_for(&settings, aggregate_type))
+        .collect();
+    wait_for_topics(&settings, &topics, &shutdown).await;
+    let consumer: Arc<StreamConsumer> = Arc::new(kafka::consumer_config(&settings, &group_id(&settings, name)).create()?);
+    let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topic_refs)?;
+    tracing::info!(projection = name, topics = ?topics, "projector started");
+
+    let lag_task = tokio::spawn(report_lag(Arc::clone(&consumer), name, metrics.clone(), shutdown.clone()));
+    loop {
+        let message = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            received = consumer.recv() => received,
+        };
+        let message = match message {
+            Ok(message) => message,
+            Err(error) => {
+                tracing::warn!(projection = name, %error, "Kafka receive failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        if !handle(&*projection, &pool, &message, &metrics, &shutdown).await {
+            break;
+        }
+        if let Err(error) = consumer.store_offset_from_message(&message) {
+            tracing::warn!(projection = name, %error, "storing the consumer offset failed");
+        }
+    }
+    lag_task.abort();
+    // Commit what was stored before leaving the group, so a restart resumes exactly here.
+    if let Err(error) = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync) {
+        tracing::debug!(projection = name, %error, "final offset commit skipped");
+    }
+    tracing::info!(projection = name, "projector stopped");
+    Ok(())
+}
+
+/// Applies one message; returns false only when shutdown interrupted the retries.
+async fn handle(
+    projection: &dyn Projection,
+    pool: &Pool,
+    message: &BorrowedMessage<'_>,
+    metrics: &ProjectorMetrics,
+    shutdown: &CancellationToken,
+) -> bool {
+    let name = projection.name();
+    let event: StoredEvent = match message.payload().map(serde_json::from_slice) {
+        Some(Ok(event)) => event,
+        other => {
+            // A record that cannot be decoded will never apply; retrying would stall the
+            // partition forever, so it is logged and skipped.
+            let reason = match other {
+                None => "empty payload".to_owned(),
+                Some(Err(error)) => error.to_string(),
+                Some(Ok(_)) => unreachable!(),
+            };
+            metrics.failures.with_label_values(&[name]).inc();
+            tracing::error!(projection = name, topic = message.topic(), partition = message.partition(), offset = message.offset(), reason, "undecodable record skipped");
+            return true;
+        }
+    };
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let attempt = async {
+            let mut client = pool.get().await?;
+            apply_event(&mut client, projection, &event).await
+        };
+        match attempt.await {
+            Ok(Applied::Applied) => {
+                metrics.applied.with_label_values(&[name]).inc();
+                return true;
+            }
+            Ok(Applied::Duplicate) => {
+                metrics.duplicates.with_label_values(&[name]).inc();
+                return true;
+            }
+            Err(error) => {
+                metrics.failures.with_label_values(&[name]).inc();
+                tracing::warn!(projection = name, aggregate_id = %event.aggregate_id, sequence = event.sequence, error = format!("{error:#}"), "applying event failed; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return false,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+async fn wait_for_topics(settings: &KafkaSettings, topics: &[String], shutdown: &CancellationToken) {
+    let mut backoff = Duration::from_millis(200);
+    while !shutdown.is_cancelled() {
+        match kafka::ensure_topics(settings, topics).await {
+            Ok(()) => return,
+            Err(error) => {
+                tracing::warn!(error = format!("{error:#}"), "Kafka topics unavailable; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+async fn report_lag(consumer: Arc<StreamConsumer>, name: &'static str, metrics: ProjectorMetrics, shutdown: CancellationToken) {
+    while !shutdown.is_cancelled() {
+        let consumer = Arc::clone(&consumer);
+        let lags = tokio::task::spawn_blocking(move || partition_lags(&consumer)).await;
+        if let Ok(Ok(lags)) = lags {
+            for (topic, partition, lag) in lags {
+                metrics.lag.with_label_values(&[name, &topic, &partition.to_string()]).set(lag);
+            }
+        }
+        tokio::time::sleep(LAG_REFRESH).await;
+    }
+}
+
+fn partition_lags(consumer: &StreamConsumer) -> anyhow::Result<Vec<(String, i32, i64)>> {
+    let assignment = consumer.assignment()?;
+    let committed = consumer.committed_offsets(assignment, Duration::from_secs(2))?;
+    let mut lags = Vec::new();
+    for element in committed.elements() {
+        let (_, high) = consumer.fetch_watermarks(element.topic(), element.partition(), Duration::from_secs(2))?;
+        let position = match element.offset() {
+            Offset::Offset(offset) => offset,
+            _ => 0,
+        };
+        lags.push((element.topic().to_owned(), element.partition(), (high - position).max(0)));
+    }
+    Ok(lags)
+}

@@ -1,0 +1,3 @@
+//! The read models, one module each.
+
+pub mod accounts;

@@ -1,0 +1,31 @@
+//! The OpenAPI 3 document of the query API, served at `/openapi.json` and rendered
+//! interactively at `/docs`.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::routes;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "MedFlow query API", description = "Reads of MedFlow's read models. Pass a command's sequence as wait_for_sequence to read your own write."),
+    paths(routes::accounts::me, routes::accounts::list_accounts),
+    modifiers(&SessionAuth),
+    tags(
+        (name = "accounts", description = "The caller's own account"),
+        (name = "admin", description = "Admin-only views"),
+    )
+)]
+pub struct ApiDoc;
+
+struct SessionAuth;
+
+impl Modify for SessionAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}

@@ -1,0 +1,60 @@
+//! HTTP routes, one module per resource.
+
+pub mod accounts;
+
+use actix_web::web;
+use chrono::{DateTime, Utc};
+use medflow_domain::values::SealedValue;
+use medflow_infra::crypto::keys::KeyRing;
+use medflow_infra::crypto::CryptoError;
+use medflow_infra::web::ApiError;
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+pub fn configure(config: &mut web::ServiceConfig) {
+    config.service(accounts::me).service(accounts::list_accounts);
+}
+
+/// An account as the directory shows it, personal data opened.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountView {
+    pub account_id: Uuid,
+    pub role: String,
+    /// `active` or `suspended`.
+    pub status: String,
+    /// `null` once the person's data key has been destroyed.
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub registered_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Columns selected for an [`AccountView`].
+pub const ACCOUNT_COLUMNS: &str = "account_id, role, status, email, name, registered_at, updated_at";
+
+impl AccountView {
+    pub async fn from_row(row: &tokio_postgres::Row, keys: &KeyRing) -> Result<Self, ApiError> {
+        let account_id: Uuid = row.get(0);
+        let email: serde_json::Value = row.get(3);
+        let name: serde_json::Value = row.get(4);
+        Ok(Self {
+            account_id,
+            role: row.get(1),
+            status: row.get(2),
+            email: open(keys, account_id, "email", email).await?,
+            name: open(keys, account_id, "name", name).await?,
+            registered_at: row.get(5),
+            updated_at: row.get(6),
+        })
+    }
+}
+
+async fn open(keys: &KeyRing, subject: Uuid, field: &str, sealed: serde_json::Value) -> Result<Option<String>, ApiError> {
+    let sealed: SealedValue = serde_json::from_value(sealed).map_err(ApiError::internal)?;
+    match keys.open_text(subject, field, &sealed).await {
+        Ok(text) => Ok(Some(text)),
+        Err(CryptoError::DestroyedDataKey(_)) => Ok(None),
+        Err(error) => Err(ApiError::internal(error)),
+    }
+}

@@ -1,0 +1,86 @@
+//! Builds the query API: state, middleware, routes.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use medflow_infra::clock::SharedClock;
+use medflow_infra::crypto::index::BlindIndex;
+use medflow_infra::crypto::keys::{KeyRing, MasterKeys};
+use medflow_infra::db;
+use medflow_infra::sessions::{SessionPolicy, SessionStore};
+use medflow_infra::web::health::{self, Readiness};
+use medflow_infra::web::request_id::RequestIdHeader;
+use medflow_infra::web::{metrics, ApiError, MedflowRootSpan};
+use medflow_domain::FieldError;
+use tracing_actix_web::TracingLogger;
+use utoipa::OpenApi;
+use utoipa_scalar::{Scalar, Servable};
+
+use crate::openapi::ApiDoc;
+use crate::state::{AppState, SharedState};
+use crate::{routes, QueryApiSettings};
+
+pub struct Application {
+    pub port: u16,
+    server: Server,
+}
+
+impl Application {
+    /// Builds the server without starting it; `http_addr` with port 0 picks a free port.
+    pub async fn build(settings: QueryApiSettings, clock: SharedClock) -> anyhow::Result<Self> {
+        let pool = db::pg_pool(&settings.database.url, settings.database.pool_size)?;
+        let masters = MasterKeys::parse(&settings.keys.master_keys).map_err(anyhow::Error::msg)?;
+        let index = web::Data::new(BlindIndex::from_base64(&settings.keys.index_key).map_err(anyhow::Error::msg)?);
+        let policy = SessionPolicy {
+            idle_timeout: settings.session_idle_timeout,
+            absolute_lifetime: settings.session_absolute_lifetime,
+        };
+        let sessions = SessionStore::new(pool.clone(), policy, clock);
+        let state: SharedState = Arc::new(AppState {
+            pool: pool.clone(),
+            keys: KeyRing::new(pool.clone(), masters),
+            max_wait_ms: settings.max_wait_ms,
+        });
+
+        let registry = prometheus::Registry::new();
+        let http_metrics = metrics::http_metrics("medflow_query_api", registry)?;
+        let readiness = Readiness::default().with("postgres", health::postgres_check(pool));
+        let listener = TcpListener::bind(settings.http_addr)
+            .map_err(|error| anyhow::anyhow!("failed to bind {}: {error}", settings.http_addr))?;
+        let port = listener.local_addr()?.port();
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(RequestIdHeader)
+                .wrap(http_metrics.clone())
+                .wrap(TracingLogger::<MedflowRootSpan>::new())
+                .app_data(web::Data::new(Arc::clone(&state)))
+                .app_data(web::Data::new(sessions.clone()))
+                .app_data(index.clone())
+                .app_data(web::QueryConfig::default().error_handler(|error, _| {
+                    ApiError::Validation(vec![FieldError::new("query", error.to_string())]).into()
+                }))
+                .configure(|config| health::configure(config, readiness.clone()))
+                .configure(routes::configure)
+                .route("/openapi.json", web::get().to(openapi_document))
+                .service(Scalar::with_url("/docs", ApiDoc::openapi()))
+                .default_service(web::to(not_found))
+        })
+        .listen(listener)?
+        .run();
+        Ok(Self { port, server })
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+async fn openapi_document() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}
+
+async fn not_found(request: actix_web::HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound(format!("no route for {} {}", request.method(), request.path())))
+}

@@ -1,0 +1,232 @@
+//! One test's isolated environment on the shared local stack.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use medflow_command_api::CommandApiSettings;
+use medflow_infra::clock;
+use medflow_infra::config::{DatabaseSettings, KafkaSettings, KeySettings};
+use medflow_projectors::framework::metrics::ProjectorMetrics;
+use medflow_query_api::QueryApiSettings;
+use medflow_relay::metrics::RelayMetrics;
+use medflow_relay::RelaySettings;
+use rand::RngCore;
+use secrecy::SecretString;
+use tokio_util::sync::CancellationToken;
+
+use crate::database;
+
+pub const LOCAL_BROKERS: &str = "127.0.0.1:9092";
+
+pub struct TestEnv {
+    pub database: String,
+    pub topic_prefix: String,
+    pub brokers: String,
+    pub master_keys: String,
+    pub index_key: String,
+    shutdown: CancellationToken,
+}
+
+fn random_key() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    STANDARD.encode(bytes)
+}
+
+fn loopback_any_port() -> SocketAddr {
+    "127.0.0.1:0".parse().expect("valid address")
+}
+
+impl TestEnv {
+    pub async fn new() -> Self {
+        let database = database::create_test_database().await;
+        let suffix = &database["medflow_test_".len()..][..12];
+        Self {
+            topic_prefix: format!("t{suffix}."),
+            database,
+            brokers: LOCAL_BROKERS.to_owned(),
+            master_keys: format!("test1:{}", random_key()),
+            index_key: random_key(),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// Points every service of this environment at another broker.
+    pub fn with_brokers(mut self, brokers: &str) -> Self {
+        self.brokers = brokers.to_owned();
+        self
+    }
+
+    pub fn app_url(&self) -> String {
+        database::url("medflow_app", &self.database)
+    }
+
+    pub fn owner_url(&self) -> String {
+        database::url("medflow_owner", &self.database)
+    }
+
+    pub fn database_settings(&self) -> DatabaseSettings {
+        DatabaseSettings {
+            url: SecretString::from(self.app_url()),
+            pool_size: 8,
+        }
+    }
+
+    pub fn kafka_settings(&self) -> KafkaSettings {
+        KafkaSettings {
+            brokers: self.brokers.clone(),
+            topic_prefix: self.topic_prefix.clone(),
+            session_timeout_ms: 6000,
+        }
+    }
+
+    pub fn key_settings(&self) -> KeySettings {
+        KeySettings {
+            master_keys: SecretString::from(self.master_keys.clone()),
+            index_key: SecretString::from(self.index_key.clone()),
+        }
+    }
+
+    /// Environment variables that configure a service process like this environment.
+    pub fn env_vars(&self) -> Vec<(String, String)> {
+        vec![
+            ("MEDFLOW_DATABASE_URL".into(), self.app_url()),
+            ("MEDFLOW_KAFKA_BROKERS".into(), self.brokers.clone()),
+            ("MEDFLOW_KAFKA_TOPIC_PREFIX".into(), self.topic_prefix.clone()),
+            ("MEDFLOW_KAFKA_SESSION_TIMEOUT_MS".into(), "6000".into()),
+            ("MEDFLOW_MASTER_KEYS".into(), self.master_keys.clone()),
+            ("MEDFLOW_INDEX_KEY".into(), self.index_key.clone()),
+            ("MEDFLOW_LOG_FORMAT".into(), "pretty".into()),
+        ]
+    }
+
+    pub fn command_settings(&self) -> CommandApiSettings {
+        CommandApiSettings {
+            database: self.database_settings(),
+            kafka: self.kafka_settings(),
+            keys: self.key_settings(),
+            http_addr: loopback_any_port(),
+            session_idle_timeout: Duration::from_secs(1800),
+            session_absolute_lifetime: Duration::from_secs(12 * 3600),
+            login_attempts_per_account: 1000,
+            login_attempts_per_address: 1000,
+            password_hash_concurrency: 2,
+        }
+    }
+
+    pub fn query_settings(&self) -> QueryApiSettings {
+        QueryApiSettings {
+            database: self.database_settings(),
+            keys: self.key_settings(),
+            http_addr: loopback_any_port(),
+            session_idle_timeout: Duration::from_secs(1800),
+            session_absolute_lifetime: Duration::from_secs(12 * 3600),
+            max_wait_ms: 20_000,
+        }
+    }
+
+    pub fn relay_settings(&self) -> RelaySettings {
+        RelaySettings {
+            database: self.database_settings(),
+            kafka: self.kafka_settings(),
+            http_addr: loopback_any_port(),
+            name: "main".into(),
+            batch_size: 500,
+            poll_interval_ms: 10,
+        }
+    }
+
+    /// Starts the command API in this process; returns its base URL.
+    pub async fn start_command_api_with(&self, settings: CommandApiSettings) -> String {
+        let application = medflow_command_api::Application::build(settings, clock::system_clock())
+            .await
+            .expect("command API starts");
+        let url = format!("http://127.0.0.1:{}", application.port);
+        tokio::spawn(application.run_until_stopped());
+        url
+    }
+
+    pub async fn start_command_api(&self) -> String {
+        self.start_command_api_with(self.command_settings()).await
+    }
+
+    pub async fn start_query_api(&self) -> String {
+        let application = medflow_query_api::Application::build(self.query_settings(), clock::system_clock())
+            .await
+            .expect("query API starts");
+        let url = format!("http://127.0.0.1:{}", application.port);
+        tokio::spawn(application.run_until_stopped());
+        url
+    }
+
+    /// Starts the relay in this process; cancel the returned token to stop it.
+    pub fn start_relay(&self) -> CancellationToken {
+        let token = self.shutdown.child_token();
+        let settings = self.relay_settings();
+        let pool = medflow_infra::db::pg_pool(&settings.database.url, 4).expect("relay pool");
+        let metrics = RelayMetrics::register(&prometheus::Registry::new()).expect("relay metrics");
+        let relay = medflow_relay::Relay::new(settings, pool, metrics);
+        let run_token = token.clone();
+        tokio::spawn(async move {
+            if let Err(error) = relay.run(run_token).await {
+                eprintln!("relay failed: {error:#}");
+            }
+        });
+        token
+    }
+
+    /// Starts every projection in this process; cancel the returned token to stop them.
+    pub fn start_projectors(&self) -> CancellationToken {
+        let token = self.shutdown.child_token();
+        let pool = medflow_infra::db::pg_pool(&SecretString::from(self.app_url()), 4).expect("projector pool");
+        let metrics = ProjectorMetrics::register(&prometheus::Registry::new()).expect("projector metrics");
+        for projection in medflow_projectors::all_projections() {
+            let task = medflow_projectors::framework::run(
+                projection,
+                pool.clone(),
+                self.kafka_settings(),
+                metrics.clone(),
+                token.clone(),
+            );
+            tokio::spawn(async move {
+                if let Err(error) = task.await {
+                    eprintln!("projector failed: {error:#}");
+                }
+            });
+        }
+        token
+    }
+
+    /// Starts command API, query API, relay and projectors in this process.
+    pub async fn start_spine(&self) -> crate::api::Api {
+        let command = self.start_command_api().await;
+        let query = self.start_query_api().await;
+        self.start_relay();
+        self.start_projectors();
+        crate::api::Api::new(&command, &query)
+    }
+
+    pub async fn app_client(&self) -> tokio_postgres::Client {
+        database::connect(&self.app_url()).await
+    }
+
+    pub async fn owner_client(&self) -> tokio_postgres::Client {
+        database::connect(&self.owner_url()).await
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        let name = self.database.clone();
+        // Drop runs outside async context guarantees, so the cleanup gets its own runtime.
+        let _ = std::thread::spawn(move || {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                runtime.block_on(database::drop_database(&name));
+            }
+        })
+        .join();
+    }
+}
