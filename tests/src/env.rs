@@ -153,7 +153,11 @@ impl TestEnv {
     }
 
     pub async fn start_query_api(&self) -> String {
-        let application = medflow_query_api::Application::build(self.query_settings(), clock::system_clock())
+        self.start_query_api_with(self.query_settings()).await
+    }
+
+    pub async fn start_query_api_with(&self, settings: QueryApiSettings) -> String {
+        let application = medflow_query_api::Application::build(settings, clock::system_clock())
             .await
             .expect("query API starts");
         let url = format!("http://127.0.0.1:{}", application.port);
@@ -228,5 +232,26 @@ impl Drop for TestEnv {
             }
         })
         .join();
+    }
+}
+
+impl TestEnv {
+    /// Creates an admin the way `medflow create-admin` does; returns its account id.
+    pub async fn create_admin(&self, email: &str) -> String {
+        use medflow_command_api::routes::accounts::{register_account, validate};
+        use medflow_command_api::state::AppState;
+        use medflow_domain::values::Role;
+        use medflow_infra::event_store::EventMetadata;
+
+        let (state, _) = AppState::build(&self.command_settings(), clock::system_clock())
+            .await
+            .expect("command state builds");
+        let registration =
+            validate(Ok(Role::Admin), email, "Ada Admin", crate::api::PASSWORD).expect("valid admin registration");
+        let metadata = EventMetadata { actor_id: None, actor_role: None, request_id: "test-bootstrap".into() };
+        register_account(&state, registration, None, metadata)
+            .await
+            .expect("admin registered")
+            .aggregate_id
     }
 }
