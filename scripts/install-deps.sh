@@ -31,7 +31,9 @@ fi
 cargo_tool() {
   local name=$1 version=$2 binary=$3
   shift 3
-  if cargo install --list | grep -q "^$name v$version:"; then
+  # grep without -q reads all of its input. With -q it could exit at the first match,
+  # and the SIGPIPE that cargo then receives would fail the pipeline under pipefail.
+  if cargo install --list | grep "^$name v$version:" >/dev/null; then
     return
   fi
   log "cargo install $name $version (slow on 2 cores)"

@@ -32,6 +32,21 @@ fn bootstrap_servers() -> String {
     format!("127.0.0.1:{port}")
 }
 
+/// Fails fast with a clear message when no broker responds, instead of letting the admin
+/// and producer calls below run into their own timeouts of up to a minute.
+fn require_broker() {
+    let consumer: BaseConsumer = client_config()
+        .set("allow.auto.create.topics", "false")
+        .create()
+        .expect("metadata client");
+    if let Err(error) = consumer.fetch_metadata(None, Duration::from_secs(5)) {
+        panic!(
+            "no broker responds at {} ({error}); run `cargo run -p medflow-cli -- stack up`",
+            bootstrap_servers()
+        );
+    }
+}
+
 fn unique_name(kind: &str) -> String {
     format!("medflow-compat-{kind}-{}", uuid::Uuid::new_v4().simple())
 }
@@ -118,7 +133,7 @@ fn consume(consumer: &BaseConsumer, count: usize) -> Vec<Consumed> {
     records
 }
 
-/// Keeps polling for `duration` and returns whatever arrives; used to show nothing more does.
+/// Polls for `duration` and returns whatever arrives, to show that nothing more does.
 fn consume_for(consumer: &BaseConsumer, duration: Duration) -> Vec<Consumed> {
     let started = Instant::now();
     let mut records = Vec::new();
@@ -175,6 +190,7 @@ fn committed_offsets(consumer: &BaseConsumer, topic: &str) -> BTreeMap<i32, i64>
 
 #[tokio::test]
 async fn admin_api_creates_topic_once() {
+    require_broker();
     let topic = unique_name("admin");
     create_topic(&topic).await;
 
@@ -212,6 +228,7 @@ async fn admin_api_creates_topic_once() {
 
 #[tokio::test]
 async fn idempotent_produce_keeps_key_order() {
+    require_broker();
     let topic = unique_name("produce");
     create_topic(&topic).await;
 
@@ -246,6 +263,7 @@ async fn idempotent_produce_keeps_key_order() {
 
 #[tokio::test]
 async fn consumer_group_resumes_from_commit() {
+    require_broker();
     let topic = unique_name("group");
     let group = unique_name("group");
     create_topic(&topic).await;
@@ -318,7 +336,7 @@ async fn consumer_group_resumes_from_commit() {
     }
 }
 
-/// Partition count of a topic, read with a client that never asks the broker to create it.
+/// Partition count of a topic, read by a client that never requests topic auto-creation.
 fn partition_count(topic: &str) -> Option<usize> {
     let consumer: BaseConsumer = client_config()
         .set("allow.auto.create.topics", "false")
@@ -336,6 +354,7 @@ fn partition_count(topic: &str) -> Option<usize> {
 
 #[tokio::test]
 async fn produce_without_auto_create_fails() {
+    require_broker();
     let topic = unique_name("missing");
     let producer: FutureProducer = client_config()
         .set("enable.idempotence", "true")
@@ -372,6 +391,7 @@ async fn produce_without_auto_create_fails() {
 
 #[tokio::test]
 async fn producer_default_auto_creates_topic() {
+    require_broker();
     // librdkafka producers allow topic auto-creation by default, and nisshi 0.7.0-pre.2
     // honours it with 4 partitions. Producers that must only write to topics created
     // through the admin API set `allow.auto.create.topics=false`.

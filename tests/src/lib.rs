@@ -7,6 +7,7 @@ pub mod api;
 pub mod broker;
 pub mod database;
 pub mod env;
+pub mod kafka;
 pub mod process;
 pub mod wait;
 

@@ -69,7 +69,8 @@ pub fn probe(settings: &StackSettings) -> Probe {
     }
 }
 
-/// The whole component folder: the SQLite database with its journal files, and the log.
+/// Returns the paths `stack down --purge` deletes: the whole component folder, with the
+/// SQLite database, its journal files and the log.
 pub fn purge_paths(layout: &StackLayout) -> Vec<PathBuf> {
     vec![layout.component_dir(NAME)]
 }

@@ -80,7 +80,8 @@ pub fn probe(settings: &StackSettings) -> Probe {
     }
 }
 
-/// The whole component folder: stored messages, configuration file and log.
+/// Returns the paths `stack down --purge` deletes: the whole component folder, with the
+/// stored messages, the configuration file and the log.
 pub fn purge_paths(layout: &StackLayout) -> Vec<PathBuf> {
     vec![layout.component_dir(NAME)]
 }

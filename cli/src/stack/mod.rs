@@ -51,7 +51,7 @@ pub enum StackAction {
 /// Location and ports of the local stack.
 #[derive(clap::Args, Clone, Debug)]
 pub struct StackSettings {
-    /// Directory holding the stack's state [default: `.stack` in the git top level of the
+    /// Directory of the stack's state [default: `.stack` in the git top level of the
     /// current directory, or in the current directory outside a git checkout]
     #[arg(long, env = "MEDFLOW_STACK_DIR")]
     pub stack_dir: Option<PathBuf>,
@@ -126,7 +126,7 @@ impl StackLayout {
         dirs
     }
 
-    /// Creates the stack directory if needed and sets its mode to 0700, because it holds
+    /// Creates the stack directory if needed and sets its mode to 0700, because it contains
     /// secrets and credentials.
     fn create(&self) -> anyhow::Result<()> {
         use std::os::unix::fs::PermissionsExt;
@@ -199,8 +199,8 @@ impl Service {
         }
     }
 
-    /// TCP ports the process listens on; a port that answers while the process is not
-    /// running means another program holds it.
+    /// TCP ports the process listens on. A port that accepts connections while the process
+    /// is not running belongs to another program.
     fn ports(self, settings: &StackSettings) -> Vec<u16> {
         match self {
             Service::Broker => vec![settings.broker_port],
@@ -312,7 +312,7 @@ async fn start_service(
             return Ok(());
         }
         bail!(
-            "pid {pid} from {} is running but does not answer at {address}; check {}, \
+            "pid {pid} from {} is running but does not respond at {address}; check {}, \
              then run `medflow stack down` and `medflow stack up`",
             managed.pid_file().display(),
             managed.log_file().display()
@@ -366,13 +366,18 @@ async fn down(settings: &StackSettings, purge: bool) -> anyhow::Result<()> {
         }
 
         if purge {
+            let mut deleted = true;
             for path in service.purge_paths(&layout) {
                 if let Err(error) = remove_path(&path) {
                     eprintln!("stack: {name}: {error:#}");
-                    failed.push(name);
+                    deleted = false;
                 }
             }
-            eprintln!("stack: {name}: data and log deleted");
+            if deleted {
+                eprintln!("stack: {name}: data and log deleted");
+            } else {
+                failed.push(name);
+            }
         }
     }
 
@@ -428,21 +433,18 @@ async fn status(settings: &StackSettings) -> anyhow::Result<()> {
     for service in Service::ALL {
         let managed = service.managed_process(&layout);
         let pid = managed.running_pid()?;
-        let answers = service.probe(settings).check().await;
+        let readiness = service.probe(settings).check().await;
         let log = managed.log_file();
 
-        let (up, detail) = match (pid, answers) {
+        let (up, detail) = match (pid, readiness) {
             (Some(_), Ok(())) => (true, format!("log {}", log.display())),
             (Some(_), Err(error)) => (
                 false,
-                format!(
-                    "running but not answering ({error:#}); see {}",
-                    log.display()
-                ),
+                format!("running but not ready ({error:#}); see {}", log.display()),
             ),
             (None, Ok(())) => (
                 false,
-                "a process this stack did not start answers there".to_owned(),
+                "a process this stack did not start listens on the port".to_owned(),
             ),
             (None, Err(_)) => (false, "not running".to_owned()),
         };
@@ -487,7 +489,7 @@ struct StatusRow {
     detail: String,
 }
 
-/// Check that a started component answers requests.
+/// Readiness check of a started component.
 pub enum Probe {
     /// A Kafka metadata request to 127.0.0.1 at `port` must succeed and list the broker.
     Kafka { port: u16 },
@@ -497,7 +499,7 @@ pub enum Probe {
 }
 
 impl Probe {
-    /// Runs the check once; an error says what did not answer.
+    /// Runs the check once. The error names the request that failed.
     pub async fn check(&self) -> anyhow::Result<()> {
         match self {
             Probe::Kafka { port } => broker::check_metadata(*port).await,

@@ -141,7 +141,7 @@ pub async fn drop_database(settings: &StackSettings) -> anyhow::Result<()> {
         .with_context(|| format!("failed to drop database {DATABASE}"))
 }
 
-/// Reports whether the server answers and the roles and database exist.
+/// Reports whether the server accepts connections and the roles and database exist.
 pub async fn status(settings: &StackSettings) -> PostgresStatus {
     let address = parse_admin_config(settings)
         .map(|config| describe_address(&config))

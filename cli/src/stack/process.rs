@@ -29,7 +29,7 @@ pub struct ManagedProcess {
     /// Component folder and the process's working directory.
     pub dir: PathBuf,
     /// Program name that must appear in the process's command line. Together with the
-    /// working directory it tells our process apart from an unrelated one that reuses a
+    /// working directory, it distinguishes our process from an unrelated one that reuses a
     /// stale pid.
     pub program_name: &'static str,
 }
@@ -189,7 +189,7 @@ impl ManagedProcess {
                 let _ = child.wait();
                 let _ = std::fs::remove_file(self.pid_file());
                 bail!(
-                    "{} did not answer within {} s and was stopped (last check: {probe_error:#}); \
+                    "{} was not ready within {} s and was stopped (last check: {probe_error:#}); \
                      see {}",
                     self.program_name,
                     timeout.as_secs(),

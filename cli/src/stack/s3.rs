@@ -76,13 +76,13 @@ pub fn prepare(layout: &StackLayout, settings: &StackSettings) -> anyhow::Result
             credentials[SECRET_KEY_VARIABLE].clone().into(),
             data_dir(layout).into(),
         ],
-        // s3s-fs logs only errors unless RUST_LOG asks for more.
+        // s3s-fs logs only errors unless RUST_LOG enables more.
         env: vec![("RUST_LOG".to_owned(), "info".to_owned())],
         env_remove: Vec::new(),
     })
 }
 
-/// Any HTTP response counts: an unsigned request is answered with 403 AccessDenied.
+/// Any HTTP response counts, because s3s-fs returns 403 AccessDenied to an unsigned request.
 pub fn probe(settings: &StackSettings) -> Probe {
     Probe::Http {
         url: format!("{}/", address(settings)),
@@ -90,8 +90,8 @@ pub fn probe(settings: &StackSettings) -> Probe {
     }
 }
 
-/// Stored objects and the log. The credentials file is kept, so clients configured with
-/// it keep working after a purge.
+/// Returns the paths `stack down --purge` deletes: stored objects and the log. The
+/// credentials file is kept, so clients configured with it keep working after a purge.
 pub fn purge_paths(layout: &StackLayout) -> Vec<PathBuf> {
     let dir = layout.component_dir(NAME);
     vec![dir.join("data"), dir.join(format!("{NAME}.log"))]

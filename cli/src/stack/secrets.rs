@@ -24,7 +24,7 @@ pub struct EnvEntry {
     pub generate: fn() -> String,
 }
 
-/// Ensures `<stack>/secrets.env` holds `MEDFLOW_MASTER_KEYS` (one 32-byte key with id
+/// Ensures `<stack>/secrets.env` contains `MEDFLOW_MASTER_KEYS` (one 32-byte key with id
 /// `k1`) and `MEDFLOW_INDEX_KEY` (32 bytes), both base64, and returns the file's path.
 pub fn ensure_platform_secrets(layout: &StackLayout) -> anyhow::Result<PathBuf> {
     let path = layout.root.join("secrets.env");
