@@ -22,9 +22,12 @@ pub fn topic_for(settings: &KafkaSettings, aggregate_type: &str) -> String {
 
 pub fn base_config(settings: &KafkaSettings) -> ClientConfig {
     let mut config = ClientConfig::new();
+    // Topics are created explicitly (see `ensure_topics`) with a fixed partition count;
+    // a broker's implicit creation would pick its own.
     config
         .set("bootstrap.servers", &settings.brokers)
-        .set("socket.keepalive.enable", "true");
+        .set("socket.keepalive.enable", "true")
+        .set("allow.auto.create.topics", "false");
     config
 }
 

@@ -47,3 +47,21 @@ impl Drop for ServiceProcess {
         self.kill9();
     }
 }
+
+impl ServiceProcess {
+    /// Runs a binary to completion and returns its standard output; panics if it fails.
+    pub fn run_to_end(name: &str, args: &[&str], env: &[(String, String)]) -> String {
+        let mut command = Command::new(binary(name));
+        command.args(args);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let output = command.output().unwrap_or_else(|error| panic!("cannot run {name}: {error}"));
+        assert!(
+            output.status.success(),
+            "{name} {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+}

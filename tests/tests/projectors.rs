@@ -1,0 +1,199 @@
+//! Projectors: crash safety, idempotency, gap filling and rebuilds.
+
+use std::time::Duration;
+
+use cqrs_es::AggregateError;
+use medflow_domain::account::{Account, AccountCommand, RegisterAccount};
+use medflow_domain::values::{AccountId, EmailIndex, Role, SealedValue};
+use medflow_infra::event_store::{CommandBus, EventMetadata};
+use medflow_infra::events::{StoredEvent, STORED_EVENT_COLUMNS};
+use medflow_projectors::framework::{apply_event, rebuild, Applied};
+use medflow_projectors::projections::accounts::AccountsProjection;
+use medflow_tests::process::ServiceProcess;
+use medflow_tests::wait::eventually;
+use medflow_tests::TestEnv;
+use secrecy::SecretString;
+use uuid::Uuid;
+
+fn sealed(tag: &str) -> SealedValue {
+    SealedValue { key_id: Uuid::nil(), nonce: tag.into(), ciphertext: tag.into() }
+}
+
+fn metadata() -> EventMetadata {
+    EventMetadata { actor_id: None, actor_role: None, request_id: "projector-test".into() }
+}
+
+async fn command_bus(env: &TestEnv) -> CommandBus<Account> {
+    let pool = medflow_infra::db::sqlx_pool(&SecretString::from(env.app_url()), 4).await.unwrap();
+    CommandBus::new(pool, ())
+}
+
+/// Writes `count` accounts, each registered, suspended, reinstated and suspended again.
+async fn write_account_histories(bus: &CommandBus<Account>, count: u128) -> Vec<AccountId> {
+    let admin = AccountId(Uuid::from_u128(u128::MAX));
+    let mut ids = Vec::new();
+    for index in 0..count {
+        let account_id = AccountId(Uuid::from_u128(index + 1));
+        let id = account_id.to_string();
+        let registration = RegisterAccount {
+            account_id,
+            role: if index % 2 == 0 { Role::Patient } else { Role::Doctor },
+            email_index: EmailIndex(format!("{index:064x}")),
+            email: sealed("email"),
+            name: sealed("name"),
+            password_hash: sealed("hash"),
+            registered_by: None,
+        };
+        bus.execute(&id, AccountCommand::Register(registration), metadata()).await.unwrap();
+        bus.execute(&id, AccountCommand::Suspend { reason: sealed("r"), by: admin }, metadata()).await.unwrap();
+        bus.execute(&id, AccountCommand::Reinstate { by: admin }, metadata()).await.unwrap();
+        bus.execute(&id, AccountCommand::Suspend { reason: sealed("r"), by: admin }, metadata()).await.unwrap();
+        ids.push(account_id);
+    }
+    ids
+}
+
+/// The whole read model and its offsets as comparable text.
+async fn snapshot(env: &TestEnv) -> (Vec<String>, Vec<String>) {
+    let client = env.owner_client().await;
+    let directory = client
+        .query("SELECT row_to_json(d)::text FROM account_directory d ORDER BY account_id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let offsets = client
+        .query(
+            "SELECT aggregate_id || ':' || last_sequence FROM projection_offsets WHERE projection = 'accounts' ORDER BY aggregate_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    (directory, offsets)
+}
+
+#[tokio::test]
+async fn projector_killed_mid_stream_equals_rebuild() {
+    let env = TestEnv::new().await;
+    let bus = command_bus(&env).await;
+    let writer = tokio::spawn(async move { write_account_histories(&bus, 80).await });
+    env.start_relay();
+    let projector_args = ["--http-addr", "127.0.0.1:0"];
+    let mut projector = ServiceProcess::spawn("medflow-projectors", &projector_args, &env.env_vars());
+
+    let client = env.owner_client().await;
+    eventually(Duration::from_secs(60), "the projector to apply some events", || async {
+        let row = client.query_one("SELECT count(*) FROM projection_offsets", &[]).await.unwrap();
+        (row.get::<_, i64>(0) >= 5).then_some(())
+    })
+    .await;
+    projector.kill9();
+    let ids = writer.await.unwrap();
+    let _projector = ServiceProcess::spawn("medflow-projectors", &projector_args, &env.env_vars());
+
+    eventually(Duration::from_secs(90), "every account projected to sequence 4", || async {
+        let row = client
+            .query_one("SELECT count(*) FROM projection_offsets WHERE projection = 'accounts' AND last_sequence = 4", &[])
+            .await
+            .unwrap();
+        (row.get::<_, i64>(0) == ids.len() as i64).then_some(())
+    })
+    .await;
+    let live = snapshot(&env).await;
+    assert_eq!(live.0.len(), ids.len());
+    assert!(live.0.iter().all(|row| row.contains(r#""status":"suspended""#)), "{:?}", live.0.first());
+
+    let rebuild = ServiceProcess::run_to_end("medflow-projectors", &["rebuild", "accounts"], &env.env_vars());
+    assert!(rebuild.contains("rebuilt projection accounts from 320 events"), "{rebuild}");
+    let rebuilt = snapshot(&env).await;
+    assert_eq!(live, rebuilt, "rebuilt read model differs from the live one");
+}
+
+async fn stored_events(env: &TestEnv, aggregate_id: &AccountId) -> Vec<StoredEvent> {
+    let client = env.owner_client().await;
+    client
+        .query(
+            &format!("SELECT {STORED_EVENT_COLUMNS} FROM events WHERE aggregate_id = $1 ORDER BY sequence"),
+            &[&aggregate_id.to_string()],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| StoredEvent::from_row(row).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn redelivered_event_changes_nothing() {
+    let env = TestEnv::new().await;
+    let bus = command_bus(&env).await;
+    let ids = write_account_histories(&bus, 1).await;
+    let events = stored_events(&env, &ids[0]).await;
+    let mut client = env.app_client().await;
+    for event in &events {
+        assert_eq!(apply_event(&mut client, &AccountsProjection, event).await.unwrap(), Applied::Applied);
+    }
+    let before = snapshot(&env).await;
+    for event in events.iter().rev() {
+        assert_eq!(apply_event(&mut client, &AccountsProjection, event).await.unwrap(), Applied::Duplicate);
+    }
+    assert_eq!(snapshot(&env).await, before);
+}
+
+#[tokio::test]
+async fn missing_events_are_read_from_the_store() {
+    let env = TestEnv::new().await;
+    let bus = command_bus(&env).await;
+    let ids = write_account_histories(&bus, 1).await;
+    let events = stored_events(&env, &ids[0]).await;
+    let mut client = env.app_client().await;
+    // Only the last event arrives; the first three must be filled in from the store.
+    apply_event(&mut client, &AccountsProjection, &events[3]).await.unwrap();
+    let (directory, offsets) = snapshot(&env).await;
+    assert_eq!(offsets, vec![format!("{}:4", ids[0])]);
+    assert!(directory[0].contains(r#""status":"suspended""#), "{directory:?}");
+}
+
+#[tokio::test]
+async fn rebuild_of_empty_store_empties_the_read_model() {
+    let env = TestEnv::new().await;
+    let bus = command_bus(&env).await;
+    let ids = write_account_histories(&bus, 3).await;
+    let mut client = env.app_client().await;
+    let replayed = rebuild(&mut client, &AccountsProjection).await.unwrap();
+    assert_eq!(replayed, 12);
+    let (directory, offsets) = snapshot(&env).await;
+    assert_eq!((directory.len(), offsets.len()), (ids.len(), ids.len()));
+    // A second rebuild gives the same result.
+    rebuild(&mut client, &AccountsProjection).await.unwrap();
+    assert_eq!(snapshot(&env).await, (directory, offsets));
+}
+
+#[tokio::test]
+async fn concurrent_commands_on_one_version_conflict() {
+    let env = TestEnv::new().await;
+    let bus = std::sync::Arc::new(command_bus(&env).await);
+    let ids = write_account_histories(&bus, 1).await;
+    let id = ids[0].to_string();
+    let reinstate = AccountCommand::Reinstate { by: AccountId(Uuid::from_u128(7)) };
+    let attempts = (0..6).map(|_| {
+        let bus = std::sync::Arc::clone(&bus);
+        let id = id.clone();
+        let command = reinstate.clone();
+        async move { bus.execute(&id, command, metadata()).await }
+    });
+    let results = futures::future::join_all(attempts).await;
+    let succeeded = results.iter().filter(|result| result.is_ok()).count();
+    let rejected = results
+        .iter()
+        .filter(|result| {
+            matches!(result, Err(AggregateError::AggregateConflict) | Err(AggregateError::UserError(_)))
+        })
+        .count();
+    assert_eq!((succeeded, rejected), (1, 5), "{results:?}");
+    assert_eq!(stored_events(&env, &ids[0]).await.len(), 5);
+}
