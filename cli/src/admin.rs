@@ -8,12 +8,13 @@ use medflow_command_api::CommandApiSettings;
 use medflow_domain::values::Role;
 use medflow_infra::clock;
 use medflow_infra::event_store::EventMetadata;
+use medflow_infra::web::ApiError;
 use secrecy::{ExposeSecret, SecretString};
 
 /// Registers an admin with the same validation, hashing and sealing as the command API.
 /// The password comes from `MEDFLOW_ADMIN_PASSWORD` or, if unset, the first line of
 /// standard input, so it never appears in the process list or shell history.
-pub async fn create_admin(email: &str, name: &str) -> anyhow::Result<()> {
+pub async fn create_admin(email: &str, name: &str, if_missing: bool) -> anyhow::Result<()> {
     let password = match std::env::var("MEDFLOW_ADMIN_PASSWORD") {
         Ok(password) => SecretString::from(password),
         Err(_) => {
@@ -32,11 +33,17 @@ pub async fn create_admin(email: &str, name: &str) -> anyhow::Result<()> {
         actor_role: None,
         request_id: format!("cli-{}", uuid::Uuid::new_v4()),
     };
-    let committed = register_account(&state, registration, None, metadata)
-        .await
-        .map_err(|error| anyhow::anyhow!("{error}"))?;
-    println!("created admin account {}", committed.aggregate_id);
-    Ok(())
+    match register_account(&state, registration, None, metadata).await {
+        Ok(committed) => {
+            println!("created admin account {}", committed.aggregate_id);
+            Ok(())
+        }
+        Err(ApiError::Conflict(_)) if if_missing => {
+            println!("an account with this e-mail address already exists; nothing to do");
+            Ok(())
+        }
+        Err(error) => Err(anyhow::anyhow!("{error}")),
+    }
 }
 
 /// `medflow keys rotate`: re-wraps every data key under the first master key.

@@ -1,6 +1,7 @@
 //! `medflow`: the operator command line.
 
 mod admin;
+mod demo;
 mod stack;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +28,21 @@ enum Command {
         email: String,
         #[arg(long)]
         name: String,
+        /// Succeed without change when an account with this e-mail address exists.
+        #[arg(long)]
+        if_missing: bool,
+    },
+    /// Drives a realistic scenario through the running platform's HTTP APIs.
+    Demo {
+        #[arg(long, env = "MEDFLOW_COMMAND_API_URL", default_value = "http://127.0.0.1:8080")]
+        command_url: String,
+        #[arg(long, env = "MEDFLOW_QUERY_API_URL", default_value = "http://127.0.0.1:8081")]
+        query_url: String,
+        #[arg(long, env = "MEDFLOW_DEMO_ADMIN_EMAIL", default_value = "admin@medflow.example")]
+        admin_email: String,
+        /// Password of the admin account the demo logs in with.
+        #[arg(long, env = "MEDFLOW_ADMIN_PASSWORD", hide_env_values = true)]
+        admin_password: String,
     },
     /// Data key management.
     Keys {
@@ -67,7 +83,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("migrations applied");
             Ok(())
         }
-        Command::CreateAdmin { email, name } => admin::create_admin(&email, &name).await,
+        Command::CreateAdmin { email, name, if_missing } => admin::create_admin(&email, &name, if_missing).await,
         Command::Keys { action: KeysAction::Rotate } => admin::rotate_keys().await,
+        Command::Demo { command_url, query_url, admin_email, admin_password } => {
+            demo::run(demo::DemoSettings { command_url, query_url, admin_email, admin_password }).await
+        }
     }
 }

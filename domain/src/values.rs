@@ -178,7 +178,7 @@ impl Password {
         if (estimate.score() as u8) < 3 {
             let hint = estimate
                 .feedback()
-                .and_then(|feedback| feedback.warning().map(|warning| warning.to_string()))
+                .and_then(|feedback| feedback.warning().map(|warning| warning.to_string().trim_end_matches('.').to_owned()))
                 .unwrap_or_else(|| "it is too easy to guess".to_owned());
             return Err(FieldError::new(
                 field,

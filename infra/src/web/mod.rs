@@ -16,21 +16,44 @@ use actix_web::Error;
 use tracing::Span;
 use tracing_actix_web::{DefaultRootSpanBuilder, RootSpanBuilder};
 
-/// Root span of every request: tracing-actix-web's fields plus the caller and the
-/// aggregate, recorded once known. Never add personal data here.
+/// Root span of every request: method, route, path, status and request id, plus the
+/// caller and the aggregate once known. The query string is left out because filters
+/// such as an e-mail address travel in it; never add personal data here.
 pub struct MedflowRootSpan;
 
 impl RootSpanBuilder for MedflowRootSpan {
     fn on_request_start(request: &ServiceRequest) -> Span {
-        tracing_actix_web::root_span!(
-            request,
-            actor_id = tracing::field::Empty,
-            actor_role = tracing::field::Empty,
-            aggregate_id = tracing::field::Empty
+        use actix_web::HttpMessage;
+        use tracing::field::Empty;
+
+        let request_id = request
+            .extensions()
+            .get::<tracing_actix_web::RequestId>()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        tracing::info_span!(
+            "HTTP request",
+            http.method = %request.method(),
+            http.route = request.match_pattern().unwrap_or_default(),
+            http.target = request.path(),
+            http.status_code = Empty,
+            otel.kind = "server",
+            otel.status_code = Empty,
+            exception.message = Empty,
+            exception.details = Empty,
+            request_id = %request_id,
+            actor_id = Empty,
+            actor_role = Empty,
+            aggregate_id = Empty,
         )
     }
 
     fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, Error>) {
+        let status = match outcome {
+            Ok(response) => response.status().as_u16(),
+            Err(error) => error.as_response_error().status_code().as_u16(),
+        };
+        span.in_scope(|| tracing::info!(status, "request finished"));
         DefaultRootSpanBuilder::on_request_end(span, outcome);
     }
 }

@@ -1,0 +1,188 @@
+//! `medflow demo`: drives a realistic scenario through the command and query APIs of a
+//! running platform and prints each step. Every run uses fresh e-mail addresses, so it
+//! can be repeated against the same database.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use reqwest::{Client, Response, StatusCode};
+use serde_json::{json, Value};
+
+pub struct DemoSettings {
+    pub command_url: String,
+    pub query_url: String,
+    pub admin_email: String,
+    pub admin_password: String,
+}
+
+struct Demo {
+    http: Client,
+    settings: DemoSettings,
+    run: String,
+}
+
+const PATIENT_PASSWORD: &str = "quartz meadow lantern fig 7";
+
+pub async fn run(settings: DemoSettings) -> anyhow::Result<()> {
+    let demo = Demo {
+        http: Client::builder().timeout(Duration::from_secs(30)).build()?,
+        run: uuid::Uuid::new_v4().simple().to_string()[..8].to_owned(),
+        settings,
+    };
+    demo.check_ready().await?;
+    let admin = demo.login(&demo.settings.admin_email.clone(), &demo.settings.admin_password.clone()).await?;
+    step("admin logged in");
+
+    let mut people = Vec::new();
+    for (role, name) in [
+        ("doctor", "Dr. Amara Okafor"),
+        ("doctor", "Dr. Lukas Brandt"),
+        ("patient", "Mei Tanaka"),
+        ("patient", "Diego Alvarez"),
+        ("patient", "Sofia Rossi"),
+    ] {
+        let email = format!("{}.{}@example.org", name.to_lowercase().replace(['.', ' '], ""), demo.run);
+        let (account_id, sequence) = demo.register(role, &email, name).await?;
+        let token = demo.login(&email, PATIENT_PASSWORD).await?;
+        let me = demo.me(&token, sequence).await?;
+        step(&format!("registered {role} {account_id}; /me read its own write (status {})", me["status"]));
+        people.push((account_id, email, token));
+    }
+
+    let doctors = demo
+        .get(&admin, &format!("{}/admin/accounts?role=doctor&limit=200", demo.settings.query_url))
+        .await?;
+    step(&format!("admin list shows {} doctor accounts", doctors["accounts"].as_array().map_or(0, Vec::len)));
+
+    let weak = demo
+        .http
+        .post(format!("{}/accounts", demo.settings.command_url))
+        .json(&json!({ "role": "patient", "email": format!("weak.{}@example.org", demo.run), "password": "password1234", "name": "Weak Password" }))
+        .send()
+        .await?;
+    let status = weak.status();
+    let problem: Value = weak.json().await?;
+    expect(status == StatusCode::UNPROCESSABLE_ENTITY, "a weak password is rejected")?;
+    step(&format!("weak password rejected with {status}: {}", problem["detail"]));
+
+    let (suspended_id, suspended_email, suspended_token) = people.last().cloned().context("no patient")?;
+    let path = format!("{}/admin/accounts/{suspended_id}/suspension", demo.settings.command_url);
+    let accepted: Value = demo
+        .send(demo.http.post(&path).bearer_auth(&admin).json(&json!({ "reason": "identity documents expired" })))
+        .await?;
+    let status = demo.status_of_me(&suspended_token).await?;
+    expect(status == StatusCode::UNAUTHORIZED, "a suspended patient's session is revoked")?;
+    let login = demo.login_status(&suspended_email, PATIENT_PASSWORD).await?;
+    expect(login == StatusCode::FORBIDDEN, "a suspended patient cannot log in")?;
+    let listed = demo
+        .get(
+            &admin,
+            &format!(
+                "{}/admin/accounts?role=patient&limit=200&wait_for_account={suspended_id}&wait_for_sequence={}&wait_ms=10000",
+                demo.settings.query_url, accepted["sequence"]
+            ),
+        )
+        .await?;
+    let shown = listed["accounts"]
+        .as_array()
+        .and_then(|accounts| accounts.iter().find(|a| a["account_id"] == suspended_id.as_str()).cloned())
+        .context("suspended patient missing from the admin list")?;
+    step(&format!("suspended {suspended_id}: session revoked, login refused, list shows {}", shown["status"]));
+
+    demo.send(demo.http.delete(&path).bearer_auth(&admin)).await?;
+    let token = demo.login(&suspended_email, PATIENT_PASSWORD).await?;
+    step("reinstated the patient, who can log in again");
+
+    let response = demo
+        .http
+        .delete(format!("{}/sessions", demo.settings.command_url))
+        .bearer_auth(&token)
+        .send()
+        .await?;
+    expect(response.status() == StatusCode::NO_CONTENT, "logout everywhere succeeds")?;
+    expect(demo.status_of_me(&token).await? == StatusCode::UNAUTHORIZED, "the session ends at once")?;
+    step("logged out everywhere; the next request got 401");
+    println!("demo finished: {} accounts registered in run {}", people.len(), demo.run);
+    Ok(())
+}
+
+fn step(message: &str) {
+    println!("ok  {message}");
+}
+
+fn expect(condition: bool, what: &str) -> anyhow::Result<()> {
+    if !condition {
+        bail!("expected: {what}");
+    }
+    Ok(())
+}
+
+impl Demo {
+    async fn check_ready(&self) -> anyhow::Result<()> {
+        for base in [&self.settings.command_url, &self.settings.query_url] {
+            let response = self
+                .http
+                .get(format!("{base}/health/ready"))
+                .send()
+                .await
+                .with_context(|| format!("{base} is not reachable; start the platform first"))?;
+            expect(response.status().is_success(), &format!("{base}/health/ready answers 200"))?;
+        }
+        step("command and query APIs are ready");
+        Ok(())
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let response = request.send().await?;
+        read_success(response).await
+    }
+
+    async fn get(&self, token: &str, url: &str) -> anyhow::Result<Value> {
+        self.send(self.http.get(url).bearer_auth(token)).await
+    }
+
+    async fn register(&self, role: &str, email: &str, name: &str) -> anyhow::Result<(String, u64)> {
+        let body = json!({ "role": role, "email": email, "password": PATIENT_PASSWORD, "name": name });
+        let accepted = self.send(self.http.post(format!("{}/accounts", self.settings.command_url)).json(&body)).await?;
+        let id = accepted["aggregate_id"].as_str().context("aggregate_id missing")?.to_owned();
+        Ok((id, accepted["sequence"].as_u64().context("sequence missing")?))
+    }
+
+    async fn login_status(&self, email: &str, password: &str) -> anyhow::Result<StatusCode> {
+        let response = self
+            .http
+            .post(format!("{}/sessions", self.settings.command_url))
+            .json(&json!({ "email": email, "password": password }))
+            .send()
+            .await?;
+        Ok(response.status())
+    }
+
+    async fn login(&self, email: &str, password: &str) -> anyhow::Result<String> {
+        let request = self
+            .http
+            .post(format!("{}/sessions", self.settings.command_url))
+            .json(&json!({ "email": email, "password": password }));
+        let session = self.send(request).await?;
+        Ok(session["token"].as_str().context("token missing")?.to_owned())
+    }
+
+    async fn me(&self, token: &str, sequence: u64) -> anyhow::Result<Value> {
+        let url = format!("{}/me?wait_for_sequence={sequence}&wait_ms=10000", self.settings.query_url);
+        self.get(token, &url).await
+    }
+
+    async fn status_of_me(&self, token: &str) -> anyhow::Result<StatusCode> {
+        Ok(self.http.get(format!("{}/me", self.settings.query_url)).bearer_auth(token).send().await?.status())
+    }
+}
+
+async fn read_success(response: Response) -> anyhow::Result<Value> {
+    let status = response.status();
+    let url = response.url().path().to_owned();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        bail!("{url} answered {status}: {}", body["detail"]);
+    }
+    Ok(body)
+}
