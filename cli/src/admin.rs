@@ -54,3 +54,13 @@ pub async fn rotate_keys() -> anyhow::Result<()> {
     println!("re-wrapped {changed} data keys under the current master key");
     Ok(())
 }
+
+/// `medflow keys destroy`: crypto-shreds one person's personal data.
+pub async fn destroy_subject_keys(subject: uuid::Uuid) -> anyhow::Result<()> {
+    let settings = CommandApiSettings::try_parse_from_env()?;
+    let (state, _) = AppState::build(&settings, clock::system_clock()).await?;
+    let destroyed = state.keys.destroy_subject(subject).await?;
+    let revoked = state.sessions.revoke_all(medflow_domain::values::AccountId(subject)).await?;
+    println!("destroyed {destroyed} data keys of {subject} and revoked {revoked} sessions");
+    Ok(())
+}

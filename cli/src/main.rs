@@ -62,6 +62,14 @@ enum KeysAction {
     /// Re-wraps every data key under the first key of MEDFLOW_MASTER_KEYS, after which
     /// the older master keys can be removed from the environment.
     Rotate,
+    /// Destroys a person's data keys, making their sealed personal data unreadable
+    /// everywhere (event log, Kafka, read models) without rewriting the log, and
+    /// revokes their sessions. Irreversible.
+    Destroy {
+        /// Account id of the person.
+        #[arg(long)]
+        subject: uuid::Uuid,
+    },
 }
 
 #[tokio::main]
@@ -85,6 +93,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::CreateAdmin { email, name, if_missing } => admin::create_admin(&email, &name, if_missing).await,
         Command::Keys { action: KeysAction::Rotate } => admin::rotate_keys().await,
+        Command::Keys { action: KeysAction::Destroy { subject } } => admin::destroy_subject_keys(subject).await,
         Command::Demo { command_url, query_url, admin_email, admin_password } => {
             demo::run(demo::DemoSettings { command_url, query_url, admin_email, admin_password }).await
         }

@@ -7,6 +7,7 @@ use medflow_domain::account::AccountStatus;
 use medflow_domain::values::{AccountId, EmailAddress, PASSWORD_MAX_LEN};
 use medflow_domain::FieldError;
 use medflow_infra::audit::{AuditEntry, Outcome};
+use medflow_infra::crypto::CryptoError;
 use medflow_infra::web::auth::Authenticated;
 use medflow_infra::web::json::JsonBody;
 use medflow_infra::web::{request_id, ApiError};
@@ -85,13 +86,13 @@ pub async fn login(
 
     let (account, _) = state.accounts.load(&account_id.to_string()).await.map_err(from_account_error)?;
     let stored_hash = match (&account.id, &account.password_hash) {
-        (Some(_), Some(sealed)) => Some(
-            state
-                .keys
-                .open_text(account_id.0, "password_hash", sealed)
-                .await
-                .map_err(ApiError::internal)?,
-        ),
+        (Some(_), Some(sealed)) => match state.keys.open_text(account_id.0, "password_hash", sealed).await {
+            Ok(hash) => Some(hash),
+            // An erased person's credentials are gone with their data key; the login
+            // then fails exactly like one for an unknown address.
+            Err(CryptoError::DestroyedDataKey(_)) => None,
+            Err(error) => return Err(ApiError::internal(error)),
+        },
         _ => None,
     };
     let known = stored_hash.is_some().then_some(account_id);

@@ -259,6 +259,26 @@ impl KeyRing {
     }
 }
 
+impl KeyRing {
+    /// Destroys every data key of `subject` (crypto-shredding): their sealed values in the
+    /// immutable log can no longer be opened. Returns how many keys were destroyed.
+    ///
+    /// NOTE: other processes may keep an unwrapped copy cached for up to `CACHE_TTL`.
+    pub async fn destroy_subject(&self, subject: Uuid) -> Result<u64, CryptoError> {
+        let client = self.pool.get().await?;
+        let destroyed = client
+            .execute(
+                "UPDATE data_keys SET wrapped_key = NULL, master_key_id = NULL, destroyed_at = now()
+                 WHERE subject_id = $1 AND destroyed_at IS NULL",
+                &[&subject],
+            )
+            .await?;
+        self.by_subject.lock().expect("key cache lock poisoned").pop(&subject);
+        self.by_key_id.lock().expect("key cache lock poisoned").clear();
+        Ok(destroyed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,79 @@
+//! Key management: master key rotation and crypto-shredding, through the real APIs.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use medflow_infra::crypto::keys::{KeyRing, MasterKeys};
+use medflow_tests::api::{expect_problem, unique_email, PASSWORD};
+use medflow_tests::TestEnv;
+use reqwest::StatusCode;
+use secrecy::SecretString;
+use serde_json::Value;
+
+fn ring(env: &TestEnv, master_keys: &str) -> KeyRing {
+    let pool = medflow_infra::db::pg_pool(&SecretString::from(env.app_url()), 2).unwrap();
+    KeyRing::new(pool, MasterKeys::parse(&SecretString::from(master_keys.to_owned())).unwrap())
+}
+
+#[tokio::test]
+async fn master_key_rotation_keeps_sealed_data_readable() {
+    let mut env = TestEnv::new().await;
+    let api = env.start_spine().await;
+    let email = unique_email("rotate");
+    let (_, sequence) = api.register_ok("patient", &email, "Rota Tion").await;
+
+    // Rotate: a new first key, the old one kept for unwrapping, then re-wrap.
+    let old = env.master_keys.clone();
+    let new_key = format!("test2:{}", STANDARD.encode([42u8; 32]));
+    let rewrapped = ring(&env, &format!("{new_key},{old}")).rewrap_all().await.unwrap();
+    assert_eq!(rewrapped, 1);
+    let client = env.owner_client().await;
+    let master: String = client.query_one("SELECT master_key_id FROM data_keys", &[]).await.unwrap().get(0);
+    assert_eq!(master, "test2");
+
+    // Services that know only the new master key still open the old events' data.
+    env.master_keys = new_key;
+    let command = env.start_command_api().await;
+    let query = env.start_query_api().await;
+    let rotated = medflow_tests::api::Api::new(&command, &query);
+    let login = rotated.login_ok(&email).await;
+    let me: Value = rotated.me(&login.token, Some(sequence)).await.json().await.unwrap();
+    assert_eq!(me["email"], email.as_str());
+    assert_eq!(me["name"], "Rota Tion");
+}
+
+#[tokio::test]
+async fn destroyed_data_key_erases_personal_data() {
+    let env = TestEnv::new().await;
+    let api = env.start_spine().await;
+    let email = unique_email("erase");
+    let (account_id, sequence) = api.register_ok("patient", &email, "Era Sure").await;
+    let admin_email = unique_email("admin");
+    env.create_admin(&admin_email).await;
+    let admin = api.login_ok(&admin_email).await;
+    let login = api.login_ok(&email).await;
+    assert_eq!(api.me(&login.token, Some(sequence)).await.status(), StatusCode::OK);
+
+    let output = medflow_tests::process::ServiceProcess::run_to_end(
+        "medflow",
+        &["keys", "destroy", "--subject", &account_id],
+        &env.env_vars(),
+    );
+    assert!(output.contains("destroyed 1 data keys"), "{output}");
+
+    // The services' key caches still hold the key for a while; fresh ones do not.
+    let query = env.start_query_api().await;
+    let command = env.start_command_api().await;
+    let fresh = medflow_tests::api::Api::new(&command, &query);
+    let page: Value = fresh
+        .query_get(&admin.token, "/admin/accounts?role=patient")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let erased = &page["accounts"][0];
+    assert_eq!(erased["account_id"], account_id.as_str());
+    assert!(erased["email"].is_null() && erased["name"].is_null(), "{erased}");
+    expect_problem(fresh.login(&email, PASSWORD).await, StatusCode::UNAUTHORIZED).await;
+    // Its sessions were revoked too.
+    expect_problem(fresh.me(&login.token, None).await, StatusCode::UNAUTHORIZED).await;
+}
