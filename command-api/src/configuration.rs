@@ -2,16 +2,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use medflow_infra::config::{parse_seconds, DatabaseSettings, KafkaSettings, KeySettings};
+use medflow_infra::config::{parse_seconds, DatabaseSettings, KeySettings};
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "medflow-command-api", about = "MedFlow command API")]
 pub struct CommandApiSettings {
     #[command(flatten)]
     pub database: DatabaseSettings,
-
-    #[command(flatten)]
-    pub kafka: KafkaSettings,
 
     #[command(flatten)]
     pub keys: KeySettings,

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 async fn main() -> anyhow::Result<()> {
     telemetry::init("relay");
     let settings = RelaySettings::parse();
-    let pool = db::pg_pool(&settings.database.url, 4)?;
+    let pool = db::pg_pool(&settings.database.url, settings.database.pool_size)?;
     let registry = prometheus::Registry::new();
     let metrics = RelayMetrics::register(&registry)?;
     let readiness = web::health::Readiness::default()

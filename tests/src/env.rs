@@ -105,7 +105,6 @@ impl TestEnv {
     pub fn command_settings(&self) -> CommandApiSettings {
         CommandApiSettings {
             database: self.database_settings(),
-            kafka: self.kafka_settings(),
             keys: self.key_settings(),
             http_addr: loopback_any_port(),
             session_idle_timeout: Duration::from_secs(1800),
