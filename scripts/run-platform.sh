@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Brings the whole MedFlow platform up on this machine and drives a demo scenario
-# through its HTTP APIs: installs what is missing, starts the local stack, migrates
-# the database, starts every service in the background, creates the first admin and
-# runs `medflow demo`. Idempotent: services from an earlier run are restarted.
+# through its HTTP APIs. It installs what is missing, starts the local stack and
+# migrates the database. Then it starts every service in the background, creates the
+# first admin and runs `medflow demo`. Idempotent: services from an earlier run are
+# restarted.
 #
 # Services keep running afterwards; `scripts/stop-platform.sh` stops them.
 set -euo pipefail

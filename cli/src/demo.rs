@@ -182,7 +182,7 @@ async fn read_success(response: Response) -> anyhow::Result<Value> {
     let url = response.url().path().to_owned();
     let body: Value = response.json().await.unwrap_or(Value::Null);
     if !status.is_success() {
-        bail!("{url} answered {status}: {}", body["detail"]);
+        bail!("{url} returned {status}: {}", body["detail"]);
     }
     Ok(body)
 }

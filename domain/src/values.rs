@@ -26,7 +26,7 @@ impl fmt::Display for AccountId {
     }
 }
 
-/// What an account may do on the platform.
+/// Role of an account, which decides the actions it may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
@@ -188,7 +188,7 @@ impl Password {
         Ok(Self(raw.to_owned()))
     }
 
-    /// The password itself, for hashing. Never log or store it.
+    /// Returns the plain password for hashing. Never log or store the result.
     pub fn expose(&self) -> &str {
         &self.0
     }

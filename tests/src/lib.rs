@@ -1,7 +1,7 @@
-//! Harness for end-to-end tests against the real local stack (`medflow stack up`):
-//! a fresh database per test cloned from a migrated template, topics and consumer
-//! groups under a per-test prefix, random keys, and the services on free ports, either
-//! in this process or as child processes that a test may SIGKILL.
+//! Harness for end-to-end tests against the real local stack (`medflow stack up`).
+//! Each test gets a fresh database cloned from a migrated template, topics and consumer
+//! groups under its own prefix, and random keys. Services run on free ports, either in
+//! this process or as child processes that a test may SIGKILL.
 
 pub mod api;
 pub mod broker;

@@ -110,15 +110,20 @@ async fn admin_list_pages_through_every_account() {
     let admin_id = env.create_admin(&admin_email).await;
     let admin = api.login_ok(&admin_email).await;
     let mut expected = vec![admin_id];
-    let mut last = (String::new(), 0);
     for index in 0..4 {
         let email = unique_email(&format!("page{index}"));
-        last = api.register_ok(if index % 2 == 0 { "patient" } else { "doctor" }, &email, "Paged Person").await;
-        expected.push(last.0.clone());
+        let (account_id, _) = api.register_ok(if index % 2 == 0 { "patient" } else { "doctor" }, &email, "Paged Person").await;
+        expected.push(account_id);
     }
 
+    // Read-your-writes holds per aggregate: accounts sit in different partitions, so the
+    // last one being projected says nothing about the others. Wait for each.
+    for account in &expected {
+        let wait = format!("/admin/accounts?limit=1&wait_for_account={account}&wait_for_sequence=1&wait_ms=15000");
+        assert_eq!(api.query_get(&admin.token, &wait).await.status(), StatusCode::OK);
+    }
     let mut seen = Vec::new();
-    let mut path = format!("/admin/accounts?limit=2&wait_for_account={}&wait_for_sequence={}&wait_ms=15000", last.0, last.1);
+    let mut path = "/admin/accounts?limit=2".to_owned();
     loop {
         let page: Value = api.query_get(&admin.token, &path).await.json().await.unwrap();
         let accounts = page["accounts"].as_array().unwrap();
@@ -151,4 +156,31 @@ async fn admin_list_pages_through_every_account() {
     api.register_ok("patient", &patient_email, "Nosy Patient").await;
     let patient = api.login_ok(&patient_email).await;
     expect_problem(api.query_get(&patient.token, "/admin/accounts").await, StatusCode::FORBIDDEN).await;
+}
+
+#[tokio::test]
+async fn concurrent_suspensions_admit_one() {
+    let env = TestEnv::new().await;
+    let api = env.start_spine().await;
+    let admin_email = unique_email("admin");
+    env.create_admin(&admin_email).await;
+    let admin = api.login_ok(&admin_email).await;
+    let (patient_id, _) = api.register_ok("patient", &unique_email("target"), "Tar Get").await;
+    let path = format!("/admin/accounts/{patient_id}/suspension");
+    let attempts = (0..6).map(|index| {
+        let (api, token, path) = (api.clone(), admin.token.clone(), path.clone());
+        async move { api.command_post(&token, &path, json!({ "reason": format!("attempt {index}") })).await.status() }
+    });
+    let statuses = futures::future::join_all(attempts).await;
+    let accepted = statuses.iter().filter(|status| **status == StatusCode::ACCEPTED).count();
+    let conflicts = statuses.iter().filter(|status| **status == StatusCode::CONFLICT).count();
+    assert_eq!((accepted, conflicts), (1, 5), "statuses {statuses:?}");
+    let count: i64 = env
+        .owner_client()
+        .await
+        .query_one("SELECT count(*) FROM events WHERE event_type = 'AccountSuspended'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 1);
 }

@@ -53,7 +53,7 @@ async fn write_account_histories(bus: &CommandBus<Account>, count: u128) -> Vec<
     ids
 }
 
-/// The whole read model and its offsets as comparable text.
+/// Reads the whole read model and its offsets as comparable text.
 async fn snapshot(env: &TestEnv) -> (Vec<String>, Vec<String>) {
     let client = env.owner_client().await;
     let directory = client

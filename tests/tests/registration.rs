@@ -143,3 +143,23 @@ async fn unknown_route_is_problem() {
     let response = reqwest::Client::new().get(format!("{command}/no/such/route")).send().await.unwrap();
     expect_problem(response, StatusCode::NOT_FOUND).await;
 }
+
+#[tokio::test]
+async fn wait_for_unreached_sequence_times_out() {
+    let env = TestEnv::new().await;
+    // No relay or projector runs, so the read model never reaches the sequence.
+    let command = env.start_command_api().await;
+    let query = env.start_query_api().await;
+    let api = Api::new(&command, &query);
+    let email = unique_email("stale");
+    api.register_ok("patient", &email, "Stale Read").await;
+    let login = api.login_ok(&email).await;
+
+    let started = std::time::Instant::now();
+    let response = api.query_get(&login.token, "/me?wait_for_sequence=1&wait_ms=300").await;
+    let problem = expect_problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+    assert!(problem["detail"].as_str().unwrap().contains("retry"), "{problem}");
+    let response = api.me(&login.token, None).await;
+    expect_problem(response, StatusCode::NOT_FOUND).await;
+}

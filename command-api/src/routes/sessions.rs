@@ -111,6 +111,15 @@ pub async fn login(
     }
 
     let session = state.sessions.create(account_id, role).await.map_err(ApiError::internal)?;
+    // A suspension that committed after the status check above revokes sessions only
+    // after its commit, and may have run before this session existed. Checking again
+    // now closes that window: either the suspension's revocation saw this session, or
+    // this check sees the suspension.
+    let (latest, _) = state.accounts.load(&account_id.to_string()).await.map_err(from_account_error)?;
+    if latest.status != AccountStatus::Active {
+        state.sessions.revoke(session.session_id).await.map_err(ApiError::internal)?;
+        return Err(ApiError::Forbidden("this account is suspended; contact an administrator".to_owned()));
+    }
     let mut entry = attempt(known, Outcome::Success);
     entry.actor_role = Some(role);
     state.audit.record(&entry).await.map_err(ApiError::internal)?;

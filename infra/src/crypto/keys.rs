@@ -1,10 +1,10 @@
 //! Envelope key management.
 //!
 //! Each person (subject) gets a random 256-bit data key. Data keys are stored wrapped
-//! (AES-256-GCM) by a master key that only the environment holds; the row keeps the
-//! master key id, so rotating the master key re-wraps data keys and leaves every
-//! sealed value in the event log untouched. Destroying a subject's data key makes all
-//! of their sealed values unreadable without rewriting the immutable log.
+//! (AES-256-GCM) by a master key that only the environment contains. Each row names its
+//! master key, so rotating the master key re-wraps data keys and leaves every sealed
+//! value in the event log untouched. Destroying a subject's data key makes all of their
+//! sealed values unreadable without rewriting the immutable log.
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -159,6 +159,7 @@ impl KeyRing {
             return Ok(key);
         }
         let client = self.pool.get().await?;
+
         let mut fresh = [0u8; 32];
         OsRng.fill_bytes(&mut fresh);
         let key_id = Uuid::new_v4();
@@ -171,6 +172,7 @@ impl KeyRing {
                 &[&key_id, &subject, &self.masters.current_id(), &wrapped],
             )
             .await?;
+
         let row = client
             .query_one(
                 "SELECT key_id, master_key_id, wrapped_key FROM data_keys
@@ -222,7 +224,7 @@ impl KeyRing {
         self.key_by_id(sealed.key_id).await?.open(subject, field, sealed)
     }
 
-    /// Opens a sealed value that holds UTF-8 text.
+    /// Opens a sealed value whose plaintext is UTF-8 text.
     pub async fn open_text(&self, subject: Uuid, field: &str, sealed: &SealedValue) -> Result<String, CryptoError> {
         String::from_utf8(self.open(subject, field, sealed).await?).map_err(|_| CryptoError::Encoding)
     }

@@ -1,5 +1,5 @@
-//! Request ids: tracing-actix-web assigns one per request and puts it on the request
-//! span; this middleware echoes it in the `x-request-id` response header and makes it
+//! Request ids. tracing-actix-web assigns one per request and puts it on the request
+//! span. This middleware echoes it in the `x-request-id` response header and makes it
 //! available to problem responses, including those of extractor errors.
 
 use std::future::{ready, Ready};
@@ -18,7 +18,7 @@ tokio::task_local! {
 
 pub const HEADER: &str = "x-request-id";
 
-/// The id of the request being handled, if called inside one.
+/// Returns the id of the request being handled, if called inside one.
 pub fn current() -> Option<String> {
     REQUEST_ID.try_with(Clone::clone).ok()
 }
