@@ -24,7 +24,7 @@ pub async fn create_admin(email: &str, name: &str, if_missing: bool) -> anyhow::
             SecretString::from(line.trim_end_matches(['\r', '\n']).to_owned())
         }
     };
-    let settings = CommandApiSettings::try_parse_from_env()?;
+    let settings = command_settings()?;
     let (state, _) = AppState::build(&settings, clock::system_clock()).await?;
     let registration = validate(Ok(Role::Admin), email, name, password.expose_secret())
         .map_err(|error| anyhow::anyhow!("{error}"))?;
@@ -48,19 +48,41 @@ pub async fn create_admin(email: &str, name: &str, if_missing: bool) -> anyhow::
 
 /// `medflow keys rotate`: re-wraps every data key under the first master key.
 pub async fn rotate_keys() -> anyhow::Result<()> {
-    let settings = CommandApiSettings::try_parse_from_env()?;
+    let settings = command_settings()?;
     let (state, _) = AppState::build(&settings, clock::system_clock()).await?;
     let changed = state.keys.rewrap_all().await?;
-    println!("re-wrapped {changed} data keys under the current master key");
+    println!(
+        "re-wrapped {changed} data keys; every live data key is now wrapped by master key '{}'",
+        state.keys.current_master_key_id()
+    );
     Ok(())
 }
 
 /// `medflow keys destroy`: crypto-shreds one person's personal data.
 pub async fn destroy_subject_keys(subject: uuid::Uuid) -> anyhow::Result<()> {
-    let settings = CommandApiSettings::try_parse_from_env()?;
+    let settings = command_settings()?;
     let (state, _) = AppState::build(&settings, clock::system_clock()).await?;
     let destroyed = state.keys.destroy_subject(subject).await?;
     let revoked = state.sessions.revoke_all(medflow_domain::values::AccountId(subject)).await?;
     println!("destroyed {destroyed} data keys of {subject} and revoked {revoked} sessions");
     Ok(())
+}
+
+/// Reads the command API's settings from the environment, explaining a failure in terms
+/// of environment variables rather than the command API's flags.
+fn command_settings() -> anyhow::Result<CommandApiSettings> {
+    CommandApiSettings::try_parse_from_env().map_err(|error| {
+        let rendered = error.to_string();
+        let summary: Vec<&str> = rendered
+            .lines()
+            .take_while(|line| !line.trim().is_empty())
+            .map(|line| line.trim().trim_start_matches("error: "))
+            .collect();
+        anyhow::anyhow!(
+            "invalid or missing settings ({}). This command reads the command API's environment \
+             variables, MEDFLOW_MASTER_KEYS and MEDFLOW_INDEX_KEY among them; for the local stack \
+             run: set -a; . .stack/secrets.env; set +a",
+            summary.join(" ")
+        )
+    })
 }

@@ -52,7 +52,8 @@ pub async fn run(settings: DemoSettings) -> anyhow::Result<()> {
     let doctors = demo
         .get(&admin, &format!("{}/admin/accounts?role=doctor&limit=200", demo.settings.query_url))
         .await?;
-    step(&format!("admin list shows {} doctor accounts", doctors["accounts"].as_array().map_or(0, Vec::len)));
+    let doctor_count = doctors["accounts"].as_array().map_or(0, Vec::len);
+    step(&format!("admin list shows {doctor_count} doctor accounts in total"));
 
     let weak = demo
         .http
@@ -87,7 +88,10 @@ pub async fn run(settings: DemoSettings) -> anyhow::Result<()> {
         .as_array()
         .and_then(|accounts| accounts.iter().find(|a| a["account_id"] == suspended_id.as_str()).cloned())
         .context("suspended patient missing from the admin list")?;
-    step(&format!("suspended {suspended_id}: session revoked, login refused, list shows {}", shown["status"]));
+    step(&format!(
+        "suspended {suspended_id}: session revoked, login refused, list shows {} ({})",
+        shown["status"], shown["suspension_reason"]
+    ));
 
     demo.send(demo.http.delete(&path).bearer_auth(&admin)).await?;
     let token = demo.login(&suspended_email, PATIENT_PASSWORD).await?;

@@ -51,6 +51,7 @@ impl Application {
                 .app_data(web::Data::new(Arc::clone(&state)))
                 .app_data(web::Data::new(sessions.clone()))
                 .configure(|config| health::configure(config, readiness.clone()))
+                .configure(metrics::metrics_route)
                 .configure(routes::configure)
                 .route("/openapi.json", web::get().to(openapi_document))
                 .service(Scalar::with_url("/docs", ApiDoc::openapi()))

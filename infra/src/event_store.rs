@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use cqrs_es::persist::{PersistedEventStore, SerializedEvent};
+use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventStore};
 use medflow_domain::values::{AccountId, Role};
@@ -85,9 +85,4 @@ impl<A: Aggregate> CommandBus<A> {
         let context = self.store.load_aggregate(aggregate_id).await?;
         Ok((context.aggregate, context.current_sequence))
     }
-}
-
-/// Converts a serialized event into its domain type (used by projections).
-pub fn deserialize_event<A: Aggregate>(event: &SerializedEvent) -> Result<A::Event, serde_json::Error> {
-    serde_json::from_value(event.payload.clone())
 }

@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
+use medflow_domain::values::truncate;
 use medflow_domain::FieldError;
 use medflow_infra::web::ApiError;
 use serde::Deserialize;
@@ -16,33 +17,47 @@ const DEFAULT_WAIT_MS: u64 = 2_000;
 pub struct WaitParams {
     /// Sequence returned by the command API; the read waits until the projection has
     /// applied the aggregate up to it.
+    #[param(value_type = Option<i64>, minimum = 1)]
     pub wait_for_sequence: Option<String>,
     /// Longest wait in milliseconds (default 2000, capped by the server's maximum).
+    #[param(value_type = Option<u64>, minimum = 0)]
     pub wait_ms: Option<String>,
 }
 
 impl WaitParams {
-    /// Parses the parameters; returns the sequence and the timeout, if a wait is wanted.
+    /// Parses the parameters; returns the sequence and the timeout if a wait is
+    /// requested. Every parameter given is validated, so a mistyped one never turns a
+    /// requested wait into a silent no-op.
     pub fn parse(&self, max_wait_ms: u64) -> Result<Option<(i64, Duration)>, ApiError> {
-        let Some(raw) = &self.wait_for_sequence else {
-            return Ok(None);
-        };
-        let sequence: i64 = raw
-            .parse()
-            .ok()
-            .filter(|value| *value >= 1)
-            .ok_or_else(|| FieldError::new("wait_for_sequence", format!("'{raw}' is not a positive integer")))?;
-        let wait_ms = match &self.wait_ms {
-            None => DEFAULT_WAIT_MS.min(max_wait_ms),
-            Some(raw) => raw
-                .parse::<u64>()
-                .ok()
-                .filter(|value| *value <= max_wait_ms)
-                .ok_or_else(|| {
-                    FieldError::new("wait_ms", format!("'{raw}' is not an integer from 0 to {max_wait_ms}"))
-                })?,
-        };
-        Ok(Some((sequence, Duration::from_millis(wait_ms))))
+        let mut errors = Vec::new();
+        let sequence = self.wait_for_sequence.as_deref().and_then(|raw| {
+            let parsed = raw.parse::<i64>().ok().filter(|value| *value >= 1);
+            if parsed.is_none() {
+                errors.push(FieldError::new(
+                    "wait_for_sequence",
+                    format!("'{}' is not an integer from 1 to {}", truncate(raw, 40), i64::MAX),
+                ));
+            }
+            parsed
+        });
+        let wait_ms = self.wait_ms.as_deref().and_then(|raw| {
+            let parsed = raw.parse::<u64>().ok().filter(|value| *value <= max_wait_ms);
+            if parsed.is_none() {
+                errors.push(FieldError::new(
+                    "wait_ms",
+                    format!("'{}' is not an integer from 0 to {max_wait_ms}", truncate(raw, 40)),
+                ));
+            }
+            parsed
+        });
+        if self.wait_ms.is_some() && self.wait_for_sequence.is_none() {
+            errors.push(FieldError::new("wait_ms", "is only valid together with wait_for_sequence"));
+        }
+        if !errors.is_empty() {
+            return Err(ApiError::Validation(errors));
+        }
+        let timeout = Duration::from_millis(wait_ms.unwrap_or(DEFAULT_WAIT_MS.min(max_wait_ms)));
+        Ok(sequence.map(|sequence| (sequence, timeout)))
     }
 }
 

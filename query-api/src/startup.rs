@@ -59,9 +59,12 @@ impl Application {
                 .app_data(web::Data::new(sessions.clone()))
                 .app_data(index.clone())
                 .app_data(web::QueryConfig::default().error_handler(|error, _| {
-                    ApiError::Validation(vec![FieldError::new("query", error.to_string())]).into()
+                    let message = error.to_string();
+                    let detail = message.trim_start_matches("Query deserialize error: ").to_owned();
+                    ApiError::Validation(vec![FieldError::new("query", detail)]).into()
                 }))
                 .configure(|config| health::configure(config, readiness.clone()))
+                .configure(metrics::metrics_route)
                 .configure(routes::configure)
                 .route("/openapi.json", web::get().to(openapi_document))
                 .service(Scalar::with_url("/docs", ApiDoc::openapi()))

@@ -43,6 +43,7 @@ async fn admin_manages_accounts_end_to_end() {
     assert_eq!(list.status(), StatusCode::OK);
     let page: Value = list.json().await.unwrap();
     assert_eq!(page["accounts"][0]["status"], "suspended");
+    assert_eq!(page["accounts"][0]["suspension_reason"], "identity check pending");
     assert_eq!(page["accounts"][0]["email"], patient_email.as_str());
 
     // Suspending twice conflicts; an admin cannot suspend themselves.
@@ -95,6 +96,12 @@ async fn admin_commands_reject_bad_input() {
         ("/admin/accounts?wait_for_account=x&wait_for_sequence=1", "wait_for_account"),
         ("/me?wait_for_sequence=-3", "wait_for_sequence"),
         ("/me?wait_for_sequence=1&wait_ms=99999999", "wait_ms"),
+        ("/me?wait_ms=500", "wait_ms"),
+        ("/me?wait_for_sequence=99999999999999999999999", "wait_for_sequence"),
+        ("/admin/accounts?wait_for_sequence=abc", "wait_for_sequence"),
+        ("/admin/accounts?wait_for_sequence=2", "wait_for_account"),
+        ("/admin/accounts?wait_ms=-5", "wait_ms"),
+        ("/admin/accounts?limit=5&limit=6", "duplicate field"),
     ];
     for (path, field) in bad_queries {
         let problem = expect_problem(api.query_get(&admin.token, path).await, StatusCode::UNPROCESSABLE_ENTITY).await;

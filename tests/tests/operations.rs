@@ -39,8 +39,13 @@ async fn apis_serve_health_metrics_and_openapi() {
         assert_eq!(docs.status(), StatusCode::OK);
         assert!(docs.text().await.unwrap().contains("<html"));
 
+        // Unknown paths share one label, so clients cannot create unbounded series.
+        let unknown = http.get(format!("{base}/no-such-path-4711")).send().await.unwrap();
+        assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
         let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
         assert!(metrics.contains("_http_requests_duration_seconds"), "{metrics}");
+        assert!(!metrics.contains("no-such-path-4711"), "unmatched path became a label");
+        assert!(metrics.contains(r#"endpoint="unmatched""#), "{metrics}");
     }
 }
 

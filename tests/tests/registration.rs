@@ -157,9 +157,53 @@ async fn wait_for_unreached_sequence_times_out() {
 
     let started = std::time::Instant::now();
     let response = api.query_get(&login.token, "/me?wait_for_sequence=1&wait_ms=300").await;
+    assert_eq!(response.headers()["retry-after"], "1");
     let problem = expect_problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
     assert!(started.elapsed() >= std::time::Duration::from_millis(300));
     assert!(problem["detail"].as_str().unwrap().contains("retry"), "{problem}");
     let response = api.me(&login.token, None).await;
     expect_problem(response, StatusCode::NOT_FOUND).await;
+}
+
+#[tokio::test]
+async fn every_missing_field_is_reported() {
+    let env = TestEnv::new().await;
+    let command = env.start_command_api().await;
+    let http = reqwest::Client::new();
+    let response = http.post(format!("{command}/accounts")).json(&json!({ "role": "patient" })).send().await.unwrap();
+    let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let fields: Vec<&str> = problem["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    assert_eq!(fields, ["email", "password", "name"]);
+
+    let body = json!({ "role": 5, "email": true, "password": 123, "name": null });
+    let response = http.post(format!("{command}/accounts")).json(&body).send().await.unwrap();
+    let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let fields: Vec<&str> = problem["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    assert_eq!(fields, ["role", "email", "password", "name"]);
+
+    let response = http.post(format!("{command}/accounts")).json(&json!([])).send().await.unwrap();
+    let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(problem["errors"][0]["field"], "body");
+    assert!(!problem["detail"].as_str().unwrap().contains("RegistrationRequest"), "{problem}");
+}
+
+#[tokio::test]
+async fn sensitive_values_are_never_echoed() {
+    let env = TestEnv::new().await;
+    let command = env.start_command_api().await;
+    let http = reqwest::Client::new();
+    let cases = [
+        ("/accounts", json!({ "role": "patient", "email": "pin@example.org", "password": 987654321987u64, "name": "Pin" })),
+        ("/accounts", json!({ "role": "patient", "email": 55512345, "password": PASSWORD, "name": "Pin" })),
+        ("/sessions", json!({ "email": "pin@example.org", "password": 55512345 })),
+        ("/sessions", json!({ "email": "pin@example.org", "password": ["hunter2-hunter2"] })),
+    ];
+    for (path, body) in cases {
+        let response = http.post(format!("{command}{path}")).json(&body).send().await.unwrap();
+        let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+        let text = problem.to_string();
+        for secret in ["987654321987", "55512345", "hunter2"] {
+            assert!(!text.contains(secret), "{path}: {secret} echoed in {text}");
+        }
+    }
 }

@@ -5,7 +5,8 @@ use medflow_domain::account::{AccountCommand, AccountStatus, RegisterAccount};
 use medflow_domain::values::{AccountId, EmailAddress, Password, PersonName, Role};
 use medflow_domain::FieldError;
 use medflow_infra::event_store::{Committed, EventMetadata};
-use medflow_infra::web::json::JsonBody;
+use medflow_infra::web::json::{Field, JsonBody, JsonKind, RequestBody};
+use medflow_infra::web::problem::Problem;
 use medflow_infra::web::ApiError;
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -24,6 +25,15 @@ pub struct RegistrationRequest {
     pub password: String,
     /// Display name, 1 to 100 characters.
     pub name: String,
+}
+
+impl RequestBody for RegistrationRequest {
+    const FIELDS: &'static [Field] = &[
+        Field::required("role", JsonKind::String),
+        Field::sensitive("email", JsonKind::String),
+        Field::sensitive("password", JsonKind::String),
+        Field::sensitive("name", JsonKind::String),
+    ];
 }
 
 /// A registration whose every field passed validation.
@@ -59,9 +69,11 @@ pub fn validate(role: Result<Role, FieldError>, email: &str, name: &str, passwor
     request_body = RegistrationRequest,
     responses(
         (status = 201, description = "Account registered", body = CommandAccepted),
-        (status = 409, description = "An account with this e-mail address exists", body = medflow_infra::web::problem::Problem),
-        (status = 415, description = "Content-Type is not application/json", body = medflow_infra::web::problem::Problem),
-        (status = 422, description = "A field is missing or invalid; the problem names it", body = medflow_infra::web::problem::Problem),
+        (status = 400, description = "Body is not valid JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body larger than 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Content-Type is not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "An account with this e-mail address exists", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is missing or invalid; the problem names it", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/accounts")]

@@ -5,7 +5,8 @@ use medflow_domain::account::AccountCommand;
 use medflow_domain::values::{AccountId, Role};
 use medflow_domain::FieldError;
 use medflow_infra::web::auth::Authenticated;
-use medflow_infra::web::json::JsonBody;
+use medflow_infra::web::json::{Field, JsonBody, JsonKind, RequestBody};
+use medflow_infra::web::problem::Problem;
 use medflow_infra::web::ApiError;
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -33,16 +34,31 @@ pub struct SuspensionRequest {
     pub reason: String,
 }
 
+impl RequestBody for CreateAdminRequest {
+    const FIELDS: &'static [Field] = &[
+        Field::sensitive("email", JsonKind::String),
+        Field::sensitive("password", JsonKind::String),
+        Field::sensitive("name", JsonKind::String),
+    ];
+}
+
+impl RequestBody for SuspensionRequest {
+    const FIELDS: &'static [Field] = &[Field::sensitive("reason", JsonKind::String)];
+}
+
 #[utoipa::path(
     tag = "admin",
     request_body = CreateAdminRequest,
     security(("session" = [])),
     responses(
         (status = 201, description = "Admin account created", body = CommandAccepted),
-        (status = 401, description = "No live session", body = medflow_infra::web::problem::Problem),
-        (status = 403, description = "Caller is not an admin", body = medflow_infra::web::problem::Problem),
-        (status = 409, description = "An account with this e-mail address exists", body = medflow_infra::web::problem::Problem),
-        (status = 422, description = "A field is missing or invalid", body = medflow_infra::web::problem::Problem),
+        (status = 400, description = "Body is not valid JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body larger than 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Content-Type is not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No live session", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Caller is not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "An account with this e-mail address exists", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is missing or invalid", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/admin/accounts")]
@@ -73,9 +89,14 @@ pub async fn create_admin(
     security(("session" = [])),
     responses(
         (status = 202, description = "Account suspended and its sessions revoked", body = CommandAccepted),
-        (status = 403, description = "Caller is not an admin, or targets their own account", body = medflow_infra::web::problem::Problem),
-        (status = 404, description = "No such account", body = medflow_infra::web::problem::Problem),
-        (status = 409, description = "Account already suspended", body = medflow_infra::web::problem::Problem),
+        (status = 400, description = "Body is not valid JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body larger than 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Content-Type is not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No live session", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid account id or reason", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Caller is not an admin, or targets their own account", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such account", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Account already suspended", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/admin/accounts/{account_id}/suspension")]
@@ -123,9 +144,11 @@ pub async fn suspend(
     security(("session" = [])),
     responses(
         (status = 202, description = "Account reinstated", body = CommandAccepted),
-        (status = 403, description = "Caller is not an admin", body = medflow_infra::web::problem::Problem),
-        (status = 404, description = "No such account", body = medflow_infra::web::problem::Problem),
-        (status = 409, description = "Account is not suspended", body = medflow_infra::web::problem::Problem),
+        (status = 401, description = "No live session", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid account id", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Caller is not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such account", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Account is not suspended", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[delete("/admin/accounts/{account_id}/suspension")]

@@ -9,7 +9,8 @@ use medflow_domain::FieldError;
 use medflow_infra::audit::{AuditEntry, Outcome};
 use medflow_infra::crypto::CryptoError;
 use medflow_infra::web::auth::Authenticated;
-use medflow_infra::web::json::JsonBody;
+use medflow_infra::web::json::{Field, JsonBody, JsonKind, RequestBody};
+use medflow_infra::web::problem::Problem;
 use medflow_infra::web::{request_id, ApiError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -25,6 +26,13 @@ const INVALID_CREDENTIALS: &str = "invalid e-mail address or password";
 pub struct LoginRequest {
     pub email: String,
     pub password: String,
+}
+
+impl RequestBody for LoginRequest {
+    const FIELDS: &'static [Field] = &[
+        Field::sensitive("email", JsonKind::String),
+        Field::sensitive("password", JsonKind::String),
+    ];
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -43,10 +51,13 @@ pub struct LoginResponse {
     request_body = LoginRequest,
     responses(
         (status = 201, description = "Logged in; a new token for every login", body = LoginResponse),
-        (status = 401, description = "Invalid e-mail address or password", body = medflow_infra::web::problem::Problem),
-        (status = 403, description = "The account is suspended", body = medflow_infra::web::problem::Problem),
-        (status = 422, description = "A field is missing or invalid", body = medflow_infra::web::problem::Problem),
-        (status = 429, description = "Too many attempts for this account or address; see Retry-After", body = medflow_infra::web::problem::Problem),
+        (status = 400, description = "Body is not valid JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body larger than 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Content-Type is not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Invalid e-mail address or password", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The account is suspended", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is missing or invalid", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many attempts for this account or address; see Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/sessions")]
@@ -138,7 +149,7 @@ pub async fn login(
     security(("session" = [])),
     responses(
         (status = 204, description = "This session is revoked"),
-        (status = 401, description = "No live session", body = medflow_infra::web::problem::Problem),
+        (status = 401, description = "No live session", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[delete("/sessions/current")]
@@ -153,7 +164,7 @@ pub async fn logout(auth: Authenticated, state: web::Data<SharedState>) -> Resul
     security(("session" = [])),
     responses(
         (status = 204, description = "Every session of the caller's account is revoked"),
-        (status = 401, description = "No live session", body = medflow_infra::web::problem::Problem),
+        (status = 401, description = "No live session", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[delete("/sessions")]

@@ -229,6 +229,11 @@ impl KeyRing {
         String::from_utf8(self.open(subject, field, sealed).await?).map_err(|_| CryptoError::Encoding)
     }
 
+    /// Id of the master key that wraps new data keys.
+    pub fn current_master_key_id(&self) -> &str {
+        self.masters.current_id()
+    }
+
     /// Re-wraps every live data key under the current master key and returns how many
     /// rows changed. Sealed values keep working because they name the data key, not the
     /// master key. Afterwards the old master key can be removed from the environment.

@@ -1,9 +1,11 @@
-//! `JsonBody<T>`: a JSON extractor whose errors name the offending field.
+//! `JsonBody<T>`: a JSON extractor whose errors name every offending field.
 //!
-//! actix-web's own `Json` reports serde's message, which for a wrong type does not say
-//! which field it was. This extractor tracks the path with serde_path_to_error and
-//! turns every failure into a problem response: 415 for a non-JSON content type,
-//! 413 for an oversized body, 400 for broken JSON, 422 for a missing or mistyped field.
+//! actix-web's own `Json` reports only serde's first error, which for a wrong type does
+//! not say which field it was and echoes the value. This extractor first checks the body
+//! against the field list of [`RequestBody`] and reports every missing, mistyped or
+//! unknown field at once, without echoing values of sensitive fields. Failures become
+//! problem responses: 415 for a non-JSON content type, 413 for an oversized body, 400
+//! for broken JSON and 422 for fields that do not fit.
 
 use std::ops::Deref;
 
@@ -12,8 +14,10 @@ use actix_web::web::BytesMut;
 use actix_web::{FromRequest, HttpRequest};
 use futures::future::LocalBoxFuture;
 use futures::StreamExt;
+use medflow_domain::values::truncate;
 use medflow_domain::FieldError;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use super::ApiError;
 
@@ -21,6 +25,57 @@ use super::ApiError;
 pub const BODY_LIMIT: usize = 64 * 1024;
 
 pub struct JsonBody<T>(pub T);
+
+/// JSON type a request field must have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonKind {
+    String,
+    Integer,
+    Boolean,
+}
+
+impl JsonKind {
+    fn matches(self, value: &Value) -> bool {
+        match self {
+            JsonKind::String => value.is_string(),
+            JsonKind::Integer => value.is_i64() || value.is_u64(),
+            JsonKind::Boolean => value.is_boolean(),
+        }
+    }
+
+    fn article(self) -> &'static str {
+        match self {
+            JsonKind::String => "a string",
+            JsonKind::Integer => "an integer",
+            JsonKind::Boolean => "true or false",
+        }
+    }
+}
+
+/// One top-level field of a request body.
+#[derive(Debug, Clone, Copy)]
+pub struct Field {
+    pub name: &'static str,
+    pub kind: JsonKind,
+    pub required: bool,
+    /// Personal data or a secret: its value is never repeated in an error.
+    pub sensitive: bool,
+}
+
+impl Field {
+    pub const fn required(name: &'static str, kind: JsonKind) -> Self {
+        Self { name, kind, required: true, sensitive: false }
+    }
+
+    pub const fn sensitive(name: &'static str, kind: JsonKind) -> Self {
+        Self { name, kind, required: true, sensitive: true }
+    }
+}
+
+/// A request body: a JSON object with exactly these top-level fields.
+pub trait RequestBody: DeserializeOwned {
+    const FIELDS: &'static [Field];
+}
 
 impl<T> Deref for JsonBody<T> {
     type Target = T;
@@ -30,7 +85,7 @@ impl<T> Deref for JsonBody<T> {
     }
 }
 
-impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
+impl<T: RequestBody + 'static> FromRequest for JsonBody<T> {
     type Error = ApiError;
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
@@ -63,48 +118,84 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     }
 }
 
-/// Deserializes `body`, naming the field that failed.
-pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    match serde_path_to_error::deserialize::<_, T>(&mut deserializer) {
-        Ok(value) => {
-            deserializer
-                .end()
-                .map_err(|_| ApiError::MalformedBody("unexpected data after the JSON value".to_owned()))?;
-            Ok(value)
+/// Deserializes `body`, naming every field that does not fit `T::FIELDS`.
+pub fn parse<T: RequestBody>(body: &[u8]) -> Result<T, ApiError> {
+    let value: Value = serde_json::from_slice(body).map_err(|error| {
+        ApiError::MalformedBody(format!("syntax error at line {} column {}", error.line(), error.column()))
+    })?;
+    let Value::Object(object) = &value else {
+        return Err(ApiError::Validation(vec![FieldError::new(
+            "body",
+            format!("must be a JSON object, got {}", describe_type(&value)),
+        )]));
+    };
+
+    let mut errors = Vec::new();
+    for field in T::FIELDS {
+        match object.get(field.name) {
+            None | Some(Value::Null) if field.required => errors.push(FieldError::new(field.name, "is required")),
+            None | Some(Value::Null) => {}
+            Some(found) if !field.kind.matches(found) => errors.push(FieldError::new(
+                field.name,
+                wrong_type(field, found),
+            )),
+            Some(_) => {}
         }
-        Err(error) => {
-            let path = error.path().to_string();
-            let inner = error.into_inner();
-            if inner.is_syntax() || inner.is_eof() {
-                return Err(ApiError::MalformedBody(format!(
-                    "syntax error at line {} column {}",
-                    inner.line(),
-                    inner.column()
-                )));
-            }
-            let message = strip_position(&inner.to_string());
-            // A missing field is reported at its parent's path; name the field instead.
-            if let Some(field) = missing_field_name(&message) {
-                let full = if path == "." { field.to_owned() } else { format!("{path}.{field}") };
-                return Err(ApiError::Validation(vec![FieldError::new(full, "is required")]));
-            }
-            let field = if path == "." { "body".to_owned() } else { path };
-            Err(ApiError::Validation(vec![FieldError::new(field, message)]))
+    }
+    for name in object.keys() {
+        if !T::FIELDS.iter().any(|field| field.name == name) {
+            let known: Vec<&str> = T::FIELDS.iter().map(|field| field.name).collect();
+            errors.push(FieldError::new(
+                truncate(name, 40),
+                format!("is not a known field; expected {}", known.join(", ")),
+            ));
         }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+
+    // The checks above leave only finer constraints (such as integer ranges) to serde.
+    // Its messages quote the rejected value between backticks, which is dropped here.
+    serde_path_to_error::deserialize::<_, T>(value).map_err(|error| {
+        let path = error.path().to_string();
+        let message = redact_values(&error.into_inner().to_string());
+        ApiError::Validation(vec![FieldError::new(path, message)])
+    })
+}
+
+fn describe_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }
 
-fn strip_position(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(index) => message[..index].to_owned(),
-        None => message.to_owned(),
+fn wrong_type(field: &Field, found: &Value) -> String {
+    let expected = field.kind.article();
+    let got = describe_type(found);
+    match found {
+        Value::String(text) if !field.sensitive => format!("must be {expected}, got the string '{}'", truncate(text, 40)),
+        Value::Number(number) if !field.sensitive => format!("must be {expected}, got the number {number}"),
+        Value::Bool(flag) if !field.sensitive => format!("must be {expected}, got {flag}"),
+        _ => format!("must be {expected}, got {got}"),
     }
 }
 
-fn missing_field_name(message: &str) -> Option<&str> {
-    let rest = message.strip_prefix("missing field `")?;
-    rest.split('`').next()
+fn redact_values(message: &str) -> String {
+    let mut redacted = String::with_capacity(message.len());
+    for (index, part) in message.split('`').enumerate() {
+        if index % 2 == 0 {
+            redacted.push_str(part);
+        } else {
+            redacted.push_str("(value)");
+        }
+    }
+    redacted
 }
 
 #[cfg(test)]
@@ -114,40 +205,66 @@ mod tests {
     use super::*;
 
     #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
     #[allow(dead_code)]
     struct Body {
         email: String,
+        password: String,
         age: u8,
     }
 
-    fn field_of(error: ApiError) -> String {
+    impl RequestBody for Body {
+        const FIELDS: &'static [Field] = &[
+            Field::sensitive("email", JsonKind::String),
+            Field::sensitive("password", JsonKind::String),
+            Field::required("age", JsonKind::Integer),
+        ];
+    }
+
+    fn fields_of(error: ApiError) -> Vec<(String, String)> {
         match error {
-            ApiError::Validation(errors) => errors[0].field.clone(),
+            ApiError::Validation(errors) => errors.into_iter().map(|error| (error.field, error.detail)).collect(),
             other => panic!("expected a validation error, got {other:?}"),
         }
     }
 
     #[test]
-    fn missing_field_is_named() {
-        assert_eq!(field_of(parse::<Body>(br#"{"age": 3}"#).unwrap_err()), "email");
+    fn every_missing_field_is_named() {
+        let fields = fields_of(parse::<Body>(br#"{"age": 3}"#).unwrap_err());
+        let names: Vec<&str> = fields.iter().map(|(field, _)| field.as_str()).collect();
+        assert_eq!(names, ["email", "password"]);
     }
 
     #[test]
-    fn wrong_type_is_named() {
-        assert_eq!(field_of(parse::<Body>(br#"{"email": 5, "age": 3}"#).unwrap_err()), "email");
-        assert_eq!(field_of(parse::<Body>(br#"{"email": "a", "age": 300}"#).unwrap_err()), "age");
+    fn wrong_types_are_named_without_sensitive_values() {
+        let fields = fields_of(parse::<Body>(br#"{"email": 5, "password": 987654321, "age": "old"}"#).unwrap_err());
+        assert_eq!(fields[0], ("email".to_owned(), "must be a string, got a number".to_owned()));
+        assert_eq!(fields[1], ("password".to_owned(), "must be a string, got a number".to_owned()));
+        assert_eq!(fields[2], ("age".to_owned(), "must be an integer, got the string 'old'".to_owned()));
+    }
+
+    #[test]
+    fn serde_range_error_hides_the_value() {
+        let fields = fields_of(parse::<Body>(br#"{"email": "a", "password": "b", "age": 300}"#).unwrap_err());
+        assert_eq!(fields[0].0, "age");
+        assert!(!fields[0].1.contains("300"), "{}", fields[0].1);
+    }
+
+    #[test]
+    fn non_object_body_is_rejected() {
+        let fields = fields_of(parse::<Body>(b"[]").unwrap_err());
+        assert_eq!(fields[0], ("body".to_owned(), "must be a JSON object, got an array".to_owned()));
     }
 
     #[test]
     fn syntax_error_is_malformed_body() {
         assert!(matches!(parse::<Body>(br#"{"email": "#), Err(ApiError::MalformedBody(_))));
-        assert!(matches!(parse::<Body>(br#"{"email": "a", "age": 3} x"#), Err(ApiError::MalformedBody(_))));
+        assert!(matches!(parse::<Body>(br#"{"email": "a"} x"#), Err(ApiError::MalformedBody(_))));
     }
 
     #[test]
     fn unknown_field_is_rejected() {
-        let error = parse::<Body>(br#"{"email": "a", "age": 3, "role": "admin"}"#).unwrap_err();
-        assert!(error.to_string().contains("unknown field `role`"), "{error}");
+        let fields = fields_of(parse::<Body>(br#"{"email": "a", "password": "b", "age": 3, "role": "admin"}"#).unwrap_err());
+        assert_eq!(fields[0].0, "role");
+        assert!(fields[0].1.contains("expected email, password, age"), "{}", fields[0].1);
     }
 }

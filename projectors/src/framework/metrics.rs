@@ -37,4 +37,12 @@ impl ProjectorMetrics {
         registry.register(Box::new(metrics.lag.clone()))?;
         Ok(metrics)
     }
+
+    /// Creates the projection's counters at zero, so dashboards see them before the
+    /// first event, duplicate or failure.
+    pub fn export_zero(&self, projection: &str) {
+        self.applied.with_label_values(&[projection]);
+        self.duplicates.with_label_values(&[projection]);
+        self.failures.with_label_values(&[projection]);
+    }
 }

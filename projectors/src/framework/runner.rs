@@ -34,6 +34,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let name = projection.name();
+    metrics.export_zero(name);
     let topics: Vec<String> = projection
         .aggregate_types()
         .iter()
@@ -84,18 +85,24 @@ async fn handle(
     shutdown: &CancellationToken,
 ) -> bool {
     let name = projection.name();
-    let event: StoredEvent = match message.payload().map(serde_json::from_slice) {
-        Some(Ok(event)) => event,
-        other => {
+    let decoded = match message.payload() {
+        None => Err("empty payload".to_owned()),
+        Some(payload) => serde_json::from_slice::<StoredEvent>(payload).map_err(|error| error.to_string()),
+    };
+    let event = match decoded {
+        Ok(event) => event,
+        Err(reason) => {
             // A record that cannot be decoded will never apply; retrying would stall the
             // partition forever, so it is logged and skipped.
-            let reason = match other {
-                None => "empty payload".to_owned(),
-                Some(Err(error)) => error.to_string(),
-                Some(Ok(_)) => unreachable!(),
-            };
             metrics.failures.with_label_values(&[name]).inc();
-            tracing::error!(projection = name, topic = message.topic(), partition = message.partition(), offset = message.offset(), reason, "undecodable record skipped");
+            tracing::error!(
+                projection = name,
+                topic = message.topic(),
+                partition = message.partition(),
+                offset = message.offset(),
+                reason,
+                "undecodable record skipped"
+            );
             return true;
         }
     };

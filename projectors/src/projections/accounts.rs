@@ -59,11 +59,12 @@ impl Projection for AccountsProjection {
                     )
                     .await?;
             }
-            AccountEvent::AccountSuspended { .. } => {
-                set_status(transaction, account_id, "suspended", event).await?;
+            AccountEvent::AccountSuspended { reason, .. } => {
+                let reason = serde_json::to_value(&reason)?;
+                set_status(transaction, account_id, "suspended", Some(reason), event).await?;
             }
             AccountEvent::AccountReinstated { .. } => {
-                set_status(transaction, account_id, "active", event).await?;
+                set_status(transaction, account_id, "active", None, event).await?;
             }
         }
         Ok(())
@@ -74,12 +75,14 @@ async fn set_status(
     transaction: &Transaction<'_>,
     account_id: Uuid,
     status: &str,
+    suspension_reason: Option<serde_json::Value>,
     event: &StoredEvent,
 ) -> anyhow::Result<()> {
     let changed = transaction
         .execute(
-            "UPDATE account_directory SET status = $2, updated_at = $3 WHERE account_id = $1",
-            &[&account_id, &status, &event.recorded_at],
+            "UPDATE account_directory SET status = $2, suspension_reason = $3, updated_at = $4
+             WHERE account_id = $1",
+            &[&account_id, &status, &suspension_reason, &event.recorded_at],
         )
         .await?;
     anyhow::ensure!(changed == 1, "account {account_id} is not in the directory");

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use medflow_domain::values::{Role, truncate};
 use medflow_domain::FieldError;
 use medflow_infra::web::auth::Authenticated;
+use medflow_infra::web::problem::Problem;
 use medflow_infra::web::ApiError;
 use serde::{Deserialize, Serialize};
 use tokio_postgres::types::ToSql;
@@ -28,9 +29,10 @@ pub const MAX_PAGE_SIZE: i64 = 200;
     security(("session" = [])),
     responses(
         (status = 200, description = "The caller's account", body = AccountView),
-        (status = 401, description = "No live session", body = medflow_infra::web::problem::Problem),
-        (status = 404, description = "Not in the read model yet; retry with wait_for_sequence", body = medflow_infra::web::problem::Problem),
-        (status = 503, description = "The projection did not reach wait_for_sequence in time", body = medflow_infra::web::problem::Problem),
+        (status = 422, description = "A query parameter is invalid", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No live session", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not in the read model yet; retry with wait_for_sequence", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The projection did not reach wait_for_sequence in time", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/me")]
@@ -64,12 +66,18 @@ pub struct ListParams {
     /// Only the account with this e-mail address (matched by its keyed hash).
     pub email: Option<String>,
     /// Page size, 1 to 200 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
     pub limit: Option<String>,
     /// Cursor from the previous page's `next_cursor`.
     pub cursor: Option<String>,
     /// Account whose write to wait for, with `wait_for_sequence`.
+    #[param(value_type = Option<uuid::Uuid>)]
     pub wait_for_account: Option<String>,
+    /// Sequence of that account to wait for, from a command response.
+    #[param(value_type = Option<i64>, minimum = 1)]
     pub wait_for_sequence: Option<String>,
+    /// Longest wait in milliseconds (default 2000, capped by the server's maximum).
+    #[param(value_type = Option<u64>, minimum = 0)]
     pub wait_ms: Option<String>,
 }
 
@@ -87,8 +95,10 @@ pub struct AccountPage {
     security(("session" = [])),
     responses(
         (status = 200, description = "Accounts in registration order", body = AccountPage),
-        (status = 403, description = "Caller is not an admin", body = medflow_infra::web::problem::Problem),
-        (status = 422, description = "A query parameter is invalid", body = medflow_infra::web::problem::Problem),
+        (status = 401, description = "No live session", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The projection did not reach wait_for_sequence in time", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Caller is not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A query parameter is invalid", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/admin/accounts")]
@@ -101,17 +111,25 @@ pub async fn list_accounts(
     auth.require_role(&[Role::Admin])?;
     let filter = Filter::parse(&params, &index)?;
 
-    if let Some(raw) = &params.wait_for_account {
-        let account = Uuid::parse_str(raw)
-            .map_err(|_| FieldError::new("wait_for_account", format!("'{}' is not a valid UUID", truncate(raw, 40))))?;
-        let wait = WaitParams {
-            wait_for_sequence: params.wait_for_sequence.clone(),
-            wait_ms: params.wait_ms.clone(),
-        };
-        let (sequence, timeout) = wait
-            .parse(state.max_wait_ms)?
-            .ok_or_else(|| FieldError::new("wait_for_sequence", "is required with wait_for_account"))?;
-        wait_for(&state.pool, PROJECTION, AGGREGATE_TYPE, &account.to_string(), sequence, timeout).await?;
+    let wait = WaitParams {
+        wait_for_sequence: params.wait_for_sequence.clone(),
+        wait_ms: params.wait_ms.clone(),
+    }
+    .parse(state.max_wait_ms)?;
+    match (&params.wait_for_account, wait) {
+        (Some(raw), Some((sequence, timeout))) => {
+            let account = Uuid::parse_str(raw).map_err(|_| {
+                FieldError::new("wait_for_account", format!("'{}' is not a valid UUID", truncate(raw, 40)))
+            })?;
+            wait_for(&state.pool, PROJECTION, AGGREGATE_TYPE, &account.to_string(), sequence, timeout).await?;
+        }
+        (Some(_), None) => {
+            return Err(FieldError::new("wait_for_sequence", "is required with wait_for_account").into());
+        }
+        (None, Some(_)) => {
+            return Err(FieldError::new("wait_for_account", "is required with wait_for_sequence").into());
+        }
+        (None, None) => {}
     }
 
     let mut conditions = Vec::new();

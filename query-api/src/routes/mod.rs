@@ -26,12 +26,16 @@ pub struct AccountView {
     /// `null` once the person's data key has been destroyed.
     pub email: Option<String>,
     pub name: Option<String>,
+    /// Why the account is suspended; absent while it is active.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suspension_reason: Option<String>,
     pub registered_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
 /// Columns selected for an [`AccountView`].
-pub const ACCOUNT_COLUMNS: &str = "account_id, role, status, email, name, registered_at, updated_at";
+pub const ACCOUNT_COLUMNS: &str =
+    "account_id, role, status, email, name, registered_at, updated_at, suspension_reason";
 
 impl AccountView {
     pub async fn from_row(row: &tokio_postgres::Row, keys: &KeyRing) -> Result<Self, ApiError> {
@@ -44,6 +48,10 @@ impl AccountView {
             status: row.get(2),
             email: open(keys, account_id, "email", email).await?,
             name: open(keys, account_id, "name", name).await?,
+            suspension_reason: match row.get::<_, Option<serde_json::Value>>(7) {
+                Some(sealed) => open(keys, account_id, "suspension_reason", sealed).await?,
+                None => None,
+            },
             registered_at: row.get(5),
             updated_at: row.get(6),
         })
