@@ -63,7 +63,10 @@ pub async fn destroy_subject_keys(subject: uuid::Uuid) -> anyhow::Result<()> {
     let settings = command_settings()?;
     let (state, _) = AppState::build(&settings, clock::system_clock()).await?;
     let destroyed = state.keys.destroy_subject(subject).await?;
-    let revoked = state.sessions.revoke_all(medflow_domain::values::AccountId(subject)).await?;
+    let revoked = state
+        .sessions
+        .revoke_all(medflow_domain::values::AccountId(subject))
+        .await?;
     println!("destroyed {destroyed} data keys of {subject} and revoked {revoked} sessions");
     Ok(())
 }

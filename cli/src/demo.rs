@@ -30,7 +30,12 @@ pub async fn run(settings: DemoSettings) -> anyhow::Result<()> {
         settings,
     };
     demo.check_ready().await?;
-    let admin = demo.login(&demo.settings.admin_email.clone(), &demo.settings.admin_password.clone()).await?;
+    let admin = demo
+        .login(
+            &demo.settings.admin_email.clone(),
+            &demo.settings.admin_password.clone(),
+        )
+        .await?;
     step("admin logged in");
 
     let mut people = Vec::new();
@@ -41,19 +46,34 @@ pub async fn run(settings: DemoSettings) -> anyhow::Result<()> {
         ("patient", "Diego Alvarez"),
         ("patient", "Sofia Rossi"),
     ] {
-        let email = format!("{}.{}@example.org", name.to_lowercase().replace(['.', ' '], ""), demo.run);
+        let email = format!(
+            "{}.{}@example.org",
+            name.to_lowercase().replace(['.', ' '], ""),
+            demo.run
+        );
         let (account_id, sequence) = demo.register(role, &email, name).await?;
         let token = demo.login(&email, PATIENT_PASSWORD).await?;
         let me = demo.me(&token, sequence).await?;
-        step(&format!("registered {role} {account_id}; /me read its own write (status {})", me["status"]));
+        step(&format!(
+            "registered {role} {account_id}; /me read its own write (status {})",
+            me["status"]
+        ));
         people.push((account_id, email, token));
     }
 
     let doctors = demo
-        .get(&admin, &format!("{}/admin/accounts?role=doctor&limit=200", demo.settings.query_url))
+        .get(
+            &admin,
+            &format!(
+                "{}/admin/accounts?role=doctor&limit=200",
+                demo.settings.query_url
+            ),
+        )
         .await?;
     let doctor_count = doctors["accounts"].as_array().map_or(0, Vec::len);
-    step(&format!("admin list shows {doctor_count} doctor accounts in total"));
+    step(&format!(
+        "admin list shows {doctor_count} doctor accounts in total"
+    ));
 
     let weak = demo
         .http
@@ -63,18 +83,41 @@ pub async fn run(settings: DemoSettings) -> anyhow::Result<()> {
         .await?;
     let status = weak.status();
     let problem: Value = weak.json().await?;
-    expect(status == StatusCode::UNPROCESSABLE_ENTITY, "a weak password is rejected")?;
-    step(&format!("weak password rejected with {status}: {}", problem["detail"]));
+    expect(
+        status == StatusCode::UNPROCESSABLE_ENTITY,
+        "a weak password is rejected",
+    )?;
+    step(&format!(
+        "weak password rejected with {status}: {}",
+        problem["detail"]
+    ));
 
-    let (suspended_id, suspended_email, suspended_token) = people.last().cloned().context("no patient")?;
-    let path = format!("{}/admin/accounts/{suspended_id}/suspension", demo.settings.command_url);
+    let (suspended_id, suspended_email, suspended_token) =
+        people.last().cloned().context("no patient")?;
+    let path = format!(
+        "{}/admin/accounts/{suspended_id}/suspension",
+        demo.settings.command_url
+    );
     let accepted: Value = demo
-        .send(demo.http.post(&path).bearer_auth(&admin).json(&json!({ "reason": "identity documents expired" })))
+        .send(
+            demo.http
+                .post(&path)
+                .bearer_auth(&admin)
+                .json(&json!({ "reason": "identity documents expired" })),
+        )
         .await?;
     let status = demo.status_of_me(&suspended_token).await?;
-    expect(status == StatusCode::UNAUTHORIZED, "a suspended patient's session is revoked")?;
-    let login = demo.login_status(&suspended_email, PATIENT_PASSWORD).await?;
-    expect(login == StatusCode::FORBIDDEN, "a suspended patient cannot log in")?;
+    expect(
+        status == StatusCode::UNAUTHORIZED,
+        "a suspended patient's session is revoked",
+    )?;
+    let login = demo
+        .login_status(&suspended_email, PATIENT_PASSWORD)
+        .await?;
+    expect(
+        login == StatusCode::FORBIDDEN,
+        "a suspended patient cannot log in",
+    )?;
     let listed = demo
         .get(
             &admin,
@@ -86,14 +129,20 @@ pub async fn run(settings: DemoSettings) -> anyhow::Result<()> {
         .await?;
     let shown = listed["accounts"]
         .as_array()
-        .and_then(|accounts| accounts.iter().find(|a| a["account_id"] == suspended_id.as_str()).cloned())
+        .and_then(|accounts| {
+            accounts
+                .iter()
+                .find(|a| a["account_id"] == suspended_id.as_str())
+                .cloned()
+        })
         .context("suspended patient missing from the admin list")?;
     step(&format!(
         "suspended {suspended_id}: session revoked, login refused, list shows {} ({})",
         shown["status"], shown["suspension_reason"]
     ));
 
-    demo.send(demo.http.delete(&path).bearer_auth(&admin)).await?;
+    demo.send(demo.http.delete(&path).bearer_auth(&admin))
+        .await?;
     let token = demo.login(&suspended_email, PATIENT_PASSWORD).await?;
     step("reinstated the patient, who can log in again");
 
@@ -103,10 +152,20 @@ pub async fn run(settings: DemoSettings) -> anyhow::Result<()> {
         .bearer_auth(&token)
         .send()
         .await?;
-    expect(response.status() == StatusCode::NO_CONTENT, "logout everywhere succeeds")?;
-    expect(demo.status_of_me(&token).await? == StatusCode::UNAUTHORIZED, "the session ends at once")?;
+    expect(
+        response.status() == StatusCode::NO_CONTENT,
+        "logout everywhere succeeds",
+    )?;
+    expect(
+        demo.status_of_me(&token).await? == StatusCode::UNAUTHORIZED,
+        "the session ends at once",
+    )?;
     step("logged out everywhere; the next request got 401");
-    println!("demo finished: {} accounts registered in run {}", people.len(), demo.run);
+    println!(
+        "demo finished: {} accounts registered in run {}",
+        people.len(),
+        demo.run
+    );
     Ok(())
 }
 
@@ -130,7 +189,10 @@ impl Demo {
                 .send()
                 .await
                 .with_context(|| format!("{base} is not reachable; start the platform first"))?;
-            expect(response.status().is_success(), &format!("{base}/health/ready answers 200"))?;
+            expect(
+                response.status().is_success(),
+                &format!("{base}/health/ready answers 200"),
+            )?;
         }
         step("command and query APIs are ready");
         Ok(())
@@ -146,10 +208,23 @@ impl Demo {
     }
 
     async fn register(&self, role: &str, email: &str, name: &str) -> anyhow::Result<(String, u64)> {
-        let body = json!({ "role": role, "email": email, "password": PATIENT_PASSWORD, "name": name });
-        let accepted = self.send(self.http.post(format!("{}/accounts", self.settings.command_url)).json(&body)).await?;
-        let id = accepted["aggregate_id"].as_str().context("aggregate_id missing")?.to_owned();
-        Ok((id, accepted["sequence"].as_u64().context("sequence missing")?))
+        let body =
+            json!({ "role": role, "email": email, "password": PATIENT_PASSWORD, "name": name });
+        let accepted = self
+            .send(
+                self.http
+                    .post(format!("{}/accounts", self.settings.command_url))
+                    .json(&body),
+            )
+            .await?;
+        let id = accepted["aggregate_id"]
+            .as_str()
+            .context("aggregate_id missing")?
+            .to_owned();
+        Ok((
+            id,
+            accepted["sequence"].as_u64().context("sequence missing")?,
+        ))
     }
 
     async fn login_status(&self, email: &str, password: &str) -> anyhow::Result<StatusCode> {
@@ -168,16 +243,28 @@ impl Demo {
             .post(format!("{}/sessions", self.settings.command_url))
             .json(&json!({ "email": email, "password": password }));
         let session = self.send(request).await?;
-        Ok(session["token"].as_str().context("token missing")?.to_owned())
+        Ok(session["token"]
+            .as_str()
+            .context("token missing")?
+            .to_owned())
     }
 
     async fn me(&self, token: &str, sequence: u64) -> anyhow::Result<Value> {
-        let url = format!("{}/me?wait_for_sequence={sequence}&wait_ms=10000", self.settings.query_url);
+        let url = format!(
+            "{}/me?wait_for_sequence={sequence}&wait_ms=10000",
+            self.settings.query_url
+        );
         self.get(token, &url).await
     }
 
     async fn status_of_me(&self, token: &str) -> anyhow::Result<StatusCode> {
-        Ok(self.http.get(format!("{}/me", self.settings.query_url)).bearer_auth(token).send().await?.status())
+        Ok(self
+            .http
+            .get(format!("{}/me", self.settings.query_url))
+            .bearer_auth(token)
+            .send()
+            .await?
+            .status())
     }
 }
 

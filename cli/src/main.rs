@@ -18,7 +18,11 @@ enum Command {
     /// Applies pending schema migrations as the owner role.
     Migrate {
         /// PostgreSQL URL of the role that owns the schema.
-        #[arg(long, env = "MEDFLOW_OWNER_DATABASE_URL", default_value = "postgres://medflow_owner@127.0.0.1:5432/medflow")]
+        #[arg(
+            long,
+            env = "MEDFLOW_OWNER_DATABASE_URL",
+            default_value = "postgres://medflow_owner@127.0.0.1:5432/medflow"
+        )]
         owner_database_url: secrecy::SecretString,
     },
     /// Creates an admin account; the password is read from MEDFLOW_ADMIN_PASSWORD or
@@ -34,11 +38,23 @@ enum Command {
     },
     /// Drives a realistic scenario through the running platform's HTTP APIs.
     Demo {
-        #[arg(long, env = "MEDFLOW_COMMAND_API_URL", default_value = "http://127.0.0.1:8080")]
+        #[arg(
+            long,
+            env = "MEDFLOW_COMMAND_API_URL",
+            default_value = "http://127.0.0.1:8080"
+        )]
         command_url: String,
-        #[arg(long, env = "MEDFLOW_QUERY_API_URL", default_value = "http://127.0.0.1:8081")]
+        #[arg(
+            long,
+            env = "MEDFLOW_QUERY_API_URL",
+            default_value = "http://127.0.0.1:8081"
+        )]
         query_url: String,
-        #[arg(long, env = "MEDFLOW_DEMO_ADMIN_EMAIL", default_value = "admin@medflow.example")]
+        #[arg(
+            long,
+            env = "MEDFLOW_DEMO_ADMIN_EMAIL",
+            default_value = "admin@medflow.example"
+        )]
         admin_email: String,
         /// Password of the admin account the demo logs in with.
         #[arg(long, env = "MEDFLOW_ADMIN_PASSWORD", hide_env_values = true)]
@@ -91,11 +107,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("migrations applied");
             Ok(())
         }
-        Command::CreateAdmin { email, name, if_missing } => admin::create_admin(&email, &name, if_missing).await,
-        Command::Keys { action: KeysAction::Rotate } => admin::rotate_keys().await,
-        Command::Keys { action: KeysAction::Destroy { subject } } => admin::destroy_subject_keys(subject).await,
-        Command::Demo { command_url, query_url, admin_email, admin_password } => {
-            demo::run(demo::DemoSettings { command_url, query_url, admin_email, admin_password }).await
+        Command::CreateAdmin {
+            email,
+            name,
+            if_missing,
+        } => admin::create_admin(&email, &name, if_missing).await,
+        Command::Keys {
+            action: KeysAction::Rotate,
+        } => admin::rotate_keys().await,
+        Command::Keys {
+            action: KeysAction::Destroy { subject },
+        } => admin::destroy_subject_keys(subject).await,
+        Command::Demo {
+            command_url,
+            query_url,
+            admin_email,
+            admin_password,
+        } => {
+            demo::run(demo::DemoSettings {
+                command_url,
+                query_url,
+                admin_email,
+                admin_password,
+            })
+            .await
         }
     }
 }

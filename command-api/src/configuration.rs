@@ -14,7 +14,11 @@ pub struct CommandApiSettings {
     pub keys: KeySettings,
 
     /// Address to listen on; port 0 picks a free port.
-    #[arg(long = "http-addr", env = "MEDFLOW_COMMAND_API_ADDR", default_value = "127.0.0.1:8080")]
+    #[arg(
+        long = "http-addr",
+        env = "MEDFLOW_COMMAND_API_ADDR",
+        default_value = "127.0.0.1:8080"
+    )]
     pub http_addr: SocketAddr,
 
     /// Seconds of inactivity after which a session expires.
@@ -26,15 +30,27 @@ pub struct CommandApiSettings {
     pub session_absolute_lifetime: Duration,
 
     /// Login attempts allowed per account per minute.
-    #[arg(long = "login-attempts-per-account", env = "MEDFLOW_LOGIN_ATTEMPTS_PER_ACCOUNT_PER_MINUTE", default_value_t = 5)]
+    #[arg(
+        long = "login-attempts-per-account",
+        env = "MEDFLOW_LOGIN_ATTEMPTS_PER_ACCOUNT_PER_MINUTE",
+        default_value_t = 5
+    )]
     pub login_attempts_per_account: u32,
 
     /// Login attempts allowed per client IP address per minute.
-    #[arg(long = "login-attempts-per-address", env = "MEDFLOW_LOGIN_ATTEMPTS_PER_ADDRESS_PER_MINUTE", default_value_t = 30)]
+    #[arg(
+        long = "login-attempts-per-address",
+        env = "MEDFLOW_LOGIN_ATTEMPTS_PER_ADDRESS_PER_MINUTE",
+        default_value_t = 30
+    )]
     pub login_attempts_per_address: u32,
 
     /// Password hashes computed at once; each scrypt evaluation allocates 128 MiB.
-    #[arg(long = "password-hash-concurrency", env = "MEDFLOW_PASSWORD_HASH_CONCURRENCY", default_value_t = 2)]
+    #[arg(
+        long = "password-hash-concurrency",
+        env = "MEDFLOW_PASSWORD_HASH_CONCURRENCY",
+        default_value_t = 2
+    )]
     pub password_hash_concurrency: usize,
 }
 

@@ -6,7 +6,9 @@ use medflow_infra::web::ApiError;
 
 pub fn from_account_error(error: AggregateError<AccountError>) -> ApiError {
     match error {
-        AggregateError::UserError(AccountError::NotFound) => ApiError::NotFound("account not found".to_owned()),
+        AggregateError::UserError(AccountError::NotFound) => {
+            ApiError::NotFound("account not found".to_owned())
+        }
         AggregateError::UserError(AccountError::CannotSuspendSelf) => {
             ApiError::Forbidden(AccountError::CannotSuspendSelf.to_string())
         }

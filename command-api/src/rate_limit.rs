@@ -20,7 +20,9 @@ pub struct LoginLimiter {
 
 impl LoginLimiter {
     pub fn new(per_account_per_minute: u32, per_address_per_minute: u32) -> Self {
-        let quota = |per_minute: u32| Quota::per_minute(NonZeroU32::new(per_minute.max(1)).expect("non-zero"));
+        let quota = |per_minute: u32| {
+            Quota::per_minute(NonZeroU32::new(per_minute.max(1)).expect("non-zero"))
+        };
         Self {
             per_account: Arc::new(RateLimiter::keyed(quota(per_account_per_minute))),
             per_address: Arc::new(RateLimiter::keyed(quota(per_address_per_minute))),

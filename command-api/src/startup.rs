@@ -71,7 +71,9 @@ async fn openapi_document() -> HttpResponse {
     HttpResponse::Ok().json(ApiDoc::openapi())
 }
 
-async fn not_found(request: actix_web::HttpRequest) -> Result<HttpResponse, medflow_infra::web::ApiError> {
+async fn not_found(
+    request: actix_web::HttpRequest,
+) -> Result<HttpResponse, medflow_infra::web::ApiError> {
     Err(medflow_infra::web::ApiError::NotFound(format!(
         "no route for {} {}",
         request.method(),

@@ -33,11 +33,15 @@ pub type SharedState = Arc<AppState>;
 
 impl AppState {
     /// Connects to PostgreSQL and loads keys; returns the state and the pool it uses.
-    pub async fn build(settings: &CommandApiSettings, clock: SharedClock) -> anyhow::Result<(Self, Pool)> {
+    pub async fn build(
+        settings: &CommandApiSettings,
+        clock: SharedClock,
+    ) -> anyhow::Result<(Self, Pool)> {
         let pool = db::pg_pool(&settings.database.url, settings.database.pool_size)?;
         let sqlx_pool = db::sqlx_pool(&settings.database.url, settings.database.pool_size).await?;
         let masters = MasterKeys::parse(&settings.keys.master_keys).map_err(anyhow::Error::msg)?;
-        let index = BlindIndex::from_base64(&settings.keys.index_key).map_err(anyhow::Error::msg)?;
+        let index =
+            BlindIndex::from_base64(&settings.keys.index_key).map_err(anyhow::Error::msg)?;
         let policy = SessionPolicy {
             idle_timeout: settings.session_idle_timeout,
             absolute_lifetime: settings.session_absolute_lifetime,
@@ -49,7 +53,10 @@ impl AppState {
             hasher: PasswordHasher::new(settings.password_hash_concurrency).await?,
             sessions: SessionStore::new(pool.clone(), policy, clock),
             audit: AuditLog::new(pool.clone()),
-            login_limiter: LoginLimiter::new(settings.login_attempts_per_account, settings.login_attempts_per_address),
+            login_limiter: LoginLimiter::new(
+                settings.login_attempts_per_account,
+                settings.login_attempts_per_address,
+            ),
         };
         Ok((state, pool))
     }

@@ -14,9 +14,12 @@ pub struct AccountId(pub Uuid);
 
 impl AccountId {
     pub fn parse(field: &str, raw: &str) -> Result<Self, FieldError> {
-        Uuid::parse_str(raw)
-            .map(Self)
-            .map_err(|_| FieldError::new(field, format!("'{}' is not a valid UUID", truncate(raw, 40))))
+        Uuid::parse_str(raw).map(Self).map_err(|_| {
+            FieldError::new(
+                field,
+                format!("'{}' is not a valid UUID", truncate(raw, 40)),
+            )
+        })
     }
 }
 
@@ -51,7 +54,10 @@ impl Role {
             "admin" => Ok(Role::Admin),
             other => Err(FieldError::new(
                 field,
-                format!("'{}' is not a role; expected one of patient, doctor, admin", truncate(other, 40)),
+                format!(
+                    "'{}' is not a role; expected one of patient, doctor, admin",
+                    truncate(other, 40)
+                ),
             )),
         }
     }
@@ -88,7 +94,9 @@ impl EmailAddress {
         }
         let valid = email_address::EmailAddress::parse_with_options(
             &normalized,
-            email_address::Options::default().without_display_text().without_domain_literal(),
+            email_address::Options::default()
+                .without_display_text()
+                .without_domain_literal(),
         )
         .is_ok();
         // A bare host ("user@localhost") is legal in RFC 5322 but never a deliverable
@@ -130,11 +138,16 @@ impl PersonName {
         if length > NAME_MAX_LEN {
             return Err(FieldError::new(
                 field,
-                format!("value of {length} characters is longer than the maximum of {NAME_MAX_LEN}"),
+                format!(
+                    "value of {length} characters is longer than the maximum of {NAME_MAX_LEN}"
+                ),
             ));
         }
         if trimmed.chars().any(char::is_control) {
-            return Err(FieldError::new(field, "must not contain control characters"));
+            return Err(FieldError::new(
+                field,
+                "must not contain control characters",
+            ));
         }
         Ok(Self(trimmed.to_owned()))
     }
@@ -165,7 +178,9 @@ impl Password {
         if length < PASSWORD_MIN_LEN {
             return Err(FieldError::new(
                 field,
-                format!("is too short: {length} characters, at least {PASSWORD_MIN_LEN} are required"),
+                format!(
+                    "is too short: {length} characters, at least {PASSWORD_MIN_LEN} are required"
+                ),
             ));
         }
         if length > PASSWORD_MAX_LEN {
@@ -178,7 +193,11 @@ impl Password {
         if (estimate.score() as u8) < 3 {
             let hint = estimate
                 .feedback()
-                .and_then(|feedback| feedback.warning().map(|warning| warning.to_string().trim_end_matches('.').to_owned()))
+                .and_then(|feedback| {
+                    feedback
+                        .warning()
+                        .map(|warning| warning.to_string().trim_end_matches('.').to_owned())
+                })
                 .unwrap_or_else(|| "it is too easy to guess".to_owned());
             return Err(FieldError::new(
                 field,
@@ -239,7 +258,15 @@ mod tests {
 
     #[test]
     fn email_rejects_bad_shapes() {
-        for raw in ["", "alice", "alice@", "@example.org", "a b@example.org", "alice@localhost", "alice@example."] {
+        for raw in [
+            "",
+            "alice",
+            "alice@",
+            "@example.org",
+            "a b@example.org",
+            "alice@localhost",
+            "alice@example.",
+        ] {
             let error = EmailAddress::parse("email", raw).unwrap_err();
             assert_eq!(error.field, "email", "input {raw:?}");
         }
@@ -249,12 +276,21 @@ mod tests {
     fn email_rejects_over_long_address() {
         let raw = format!("{}@example.org", "a".repeat(250));
         let error = EmailAddress::parse("email", &raw).unwrap_err();
-        assert!(error.detail.contains("longer than the maximum of 254"), "{}", error.detail);
+        assert!(
+            error.detail.contains("longer than the maximum of 254"),
+            "{}",
+            error.detail
+        );
     }
 
     #[test]
     fn password_policy_rejects_weak_ones() {
-        for raw in ["short", "password1234", "aaaaaaaaaaaaaaaa", "alice.smith@example.org"] {
+        for raw in [
+            "short",
+            "password1234",
+            "aaaaaaaaaaaaaaaa",
+            "alice.smith@example.org",
+        ] {
             let result = Password::parse("password", raw, &["alice.smith@example.org"]);
             assert!(result.is_err(), "{raw:?} was accepted");
         }
@@ -275,7 +311,10 @@ mod tests {
     fn name_rejects_control_characters() {
         assert!(PersonName::parse("name", "Alice\u{0007}").is_err());
         assert!(PersonName::parse("name", &"n".repeat(101)).is_err());
-        assert_eq!(PersonName::parse("name", "  Alice ").unwrap().as_str(), "Alice");
+        assert_eq!(
+            PersonName::parse("name", "  Alice ").unwrap().as_str(),
+            "Alice"
+        );
     }
 
     #[test]

@@ -19,24 +19,40 @@ pub struct DatabaseSettings {
     pub url: SecretString,
 
     /// Maximum number of pooled connections.
-    #[arg(long = "database-pool-size", env = "MEDFLOW_DATABASE_POOL_SIZE", default_value_t = 10)]
+    #[arg(
+        long = "database-pool-size",
+        env = "MEDFLOW_DATABASE_POOL_SIZE",
+        default_value_t = 10
+    )]
     pub pool_size: usize,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct KafkaSettings {
     /// Comma-separated bootstrap servers.
-    #[arg(long = "kafka-brokers", env = "MEDFLOW_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    #[arg(
+        long = "kafka-brokers",
+        env = "MEDFLOW_KAFKA_BROKERS",
+        default_value = "127.0.0.1:9092"
+    )]
     pub brokers: String,
 
     /// Prefix of every topic and consumer group name, so several deployments (or test
     /// runs) can share one broker.
-    #[arg(long = "kafka-topic-prefix", env = "MEDFLOW_KAFKA_TOPIC_PREFIX", default_value = "medflow.")]
+    #[arg(
+        long = "kafka-topic-prefix",
+        env = "MEDFLOW_KAFKA_TOPIC_PREFIX",
+        default_value = "medflow."
+    )]
     pub topic_prefix: String,
 
     /// Consumer group session timeout in milliseconds. Brokers take a good part of it to
     /// finish a group join, so short values make consumers start sooner.
-    #[arg(long = "kafka-session-timeout-ms", env = "MEDFLOW_KAFKA_SESSION_TIMEOUT_MS", default_value_t = 6000)]
+    #[arg(
+        long = "kafka-session-timeout-ms",
+        env = "MEDFLOW_KAFKA_SESSION_TIMEOUT_MS",
+        default_value_t = 6000
+    )]
     pub session_timeout_ms: u32,
 }
 

@@ -42,7 +42,10 @@ pub async fn migrate(owner_url: &SecretString) -> anyhow::Result<()> {
         .connect(owner_url.expose_secret())
         .await
         .context("failed to connect to PostgreSQL to run migrations")?;
-    MIGRATOR.run(&pool).await.context("failed to apply migrations")?;
+    MIGRATOR
+        .run(&pool)
+        .await
+        .context("failed to apply migrations")?;
     pool.close().await;
     Ok(())
 }

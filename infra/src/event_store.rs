@@ -6,8 +6,8 @@
 
 use std::collections::HashMap;
 
-use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::event_sink::EventSink;
+use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventStore};
 use medflow_domain::values::{AccountId, Role};
 use postgres_es::PostgresEventRepository;
@@ -72,8 +72,13 @@ impl<A: Aggregate> CommandBus<A> {
             .map_err(AggregateError::UserError)?;
         let current = context.current_sequence;
         let events = sink.collect().await;
-        let committed = self.store.commit(events, context, metadata.into_map()).await?;
-        let sequence = committed.last().map_or(current, |envelope| envelope.sequence);
+        let committed = self
+            .store
+            .commit(events, context, metadata.into_map())
+            .await?;
+        let sequence = committed
+            .last()
+            .map_or(current, |envelope| envelope.sequence);
         Ok(Committed {
             aggregate_id: aggregate_id.to_owned(),
             sequence,

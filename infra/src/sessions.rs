@@ -61,10 +61,18 @@ pub struct SessionStore {
 
 impl SessionStore {
     pub fn new(pool: Pool, policy: SessionPolicy, clock: SharedClock) -> Self {
-        Self { pool, policy, clock }
+        Self {
+            pool,
+            policy,
+            clock,
+        }
     }
 
-    pub async fn create(&self, account_id: AccountId, role: Role) -> Result<NewSession, SessionError> {
+    pub async fn create(
+        &self,
+        account_id: AccountId,
+        role: Role,
+    ) -> Result<NewSession, SessionError> {
         let now = self.clock.now();
         let session_id = Uuid::new_v4();
         let token = token::generate();

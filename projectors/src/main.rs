@@ -13,9 +13,15 @@ async fn main() -> anyhow::Result<()> {
     match settings.command.clone().unwrap_or(ProjectorCommand::Run) {
         ProjectorCommand::Run => run(settings, pool).await,
         ProjectorCommand::Rebuild { projection } => {
-            let Some(found) = all_projections().into_iter().find(|p| p.name() == projection) else {
+            let Some(found) = all_projections()
+                .into_iter()
+                .find(|p| p.name() == projection)
+            else {
                 let names: Vec<&str> = all_projections().iter().map(|p| p.name()).collect();
-                anyhow::bail!("unknown projection '{projection}'; known projections: {}", names.join(", "));
+                anyhow::bail!(
+                    "unknown projection '{projection}'; known projections: {}",
+                    names.join(", ")
+                );
             };
             let mut client = pool.get().await?;
             let replayed = framework::rebuild(&mut client, &*found).await?;

@@ -4,7 +4,10 @@ use clap::{Parser, Subcommand};
 use medflow_infra::config::{DatabaseSettings, KafkaSettings};
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "medflow-projectors", about = "Maintains MedFlow's read models from Kafka")]
+#[command(
+    name = "medflow-projectors",
+    about = "Maintains MedFlow's read models from Kafka"
+)]
 pub struct ProjectorSettings {
     #[command(flatten)]
     pub database: DatabaseSettings,
@@ -13,7 +16,11 @@ pub struct ProjectorSettings {
     pub kafka: KafkaSettings,
 
     /// Address of the health and metrics endpoint.
-    #[arg(long = "http-addr", env = "MEDFLOW_PROJECTORS_HTTP_ADDR", default_value = "127.0.0.1:8083")]
+    #[arg(
+        long = "http-addr",
+        env = "MEDFLOW_PROJECTORS_HTTP_ADDR",
+        default_value = "127.0.0.1:8083"
+    )]
     pub http_addr: SocketAddr,
 
     #[command(subcommand)]

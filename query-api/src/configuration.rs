@@ -14,7 +14,11 @@ pub struct QueryApiSettings {
     pub keys: KeySettings,
 
     /// Address to listen on; port 0 picks a free port.
-    #[arg(long = "http-addr", env = "MEDFLOW_QUERY_API_ADDR", default_value = "127.0.0.1:8081")]
+    #[arg(
+        long = "http-addr",
+        env = "MEDFLOW_QUERY_API_ADDR",
+        default_value = "127.0.0.1:8081"
+    )]
     pub http_addr: SocketAddr,
 
     /// Session idle timeout in seconds; must match the command API's.
@@ -26,6 +30,10 @@ pub struct QueryApiSettings {
     pub session_absolute_lifetime: Duration,
 
     /// Longest a request may wait for a projection to catch up, in milliseconds.
-    #[arg(long = "max-wait-ms", env = "MEDFLOW_QUERY_MAX_WAIT_MS", default_value_t = 10_000)]
+    #[arg(
+        long = "max-wait-ms",
+        env = "MEDFLOW_QUERY_MAX_WAIT_MS",
+        default_value_t = 10_000
+    )]
     pub max_wait_ms: u64,
 }

@@ -35,23 +35,36 @@ impl WaitParams {
             if parsed.is_none() {
                 errors.push(FieldError::new(
                     "wait_for_sequence",
-                    format!("'{}' is not an integer from 1 to {}", truncate(raw, 40), i64::MAX),
+                    format!(
+                        "'{}' is not an integer from 1 to {}",
+                        truncate(raw, 40),
+                        i64::MAX
+                    ),
                 ));
             }
             parsed
         });
         let wait_ms = self.wait_ms.as_deref().and_then(|raw| {
-            let parsed = raw.parse::<u64>().ok().filter(|value| *value <= max_wait_ms);
+            let parsed = raw
+                .parse::<u64>()
+                .ok()
+                .filter(|value| *value <= max_wait_ms);
             if parsed.is_none() {
                 errors.push(FieldError::new(
                     "wait_ms",
-                    format!("'{}' is not an integer from 0 to {max_wait_ms}", truncate(raw, 40)),
+                    format!(
+                        "'{}' is not an integer from 0 to {max_wait_ms}",
+                        truncate(raw, 40)
+                    ),
                 ));
             }
             parsed
         });
         if self.wait_ms.is_some() && self.wait_for_sequence.is_none() {
-            errors.push(FieldError::new("wait_ms", "is only valid together with wait_for_sequence"));
+            errors.push(FieldError::new(
+                "wait_ms",
+                "is only valid together with wait_for_sequence",
+            ));
         }
         if !errors.is_empty() {
             return Err(ApiError::Validation(errors));

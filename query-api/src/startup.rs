@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpResponse, HttpServer};
+use medflow_domain::FieldError;
 use medflow_infra::clock::SharedClock;
 use medflow_infra::crypto::index::BlindIndex;
 use medflow_infra::crypto::keys::{KeyRing, MasterKeys};
@@ -13,7 +14,6 @@ use medflow_infra::sessions::{SessionPolicy, SessionStore};
 use medflow_infra::web::health::{self, Readiness};
 use medflow_infra::web::request_id::RequestIdHeader;
 use medflow_infra::web::{metrics, ApiError, MedflowRootSpan};
-use medflow_domain::FieldError;
 use tracing_actix_web::TracingLogger;
 use utoipa::OpenApi;
 use utoipa_scalar::{Scalar, Servable};
@@ -32,7 +32,9 @@ impl Application {
     pub async fn build(settings: QueryApiSettings, clock: SharedClock) -> anyhow::Result<Self> {
         let pool = db::pg_pool(&settings.database.url, settings.database.pool_size)?;
         let masters = MasterKeys::parse(&settings.keys.master_keys).map_err(anyhow::Error::msg)?;
-        let index = web::Data::new(BlindIndex::from_base64(&settings.keys.index_key).map_err(anyhow::Error::msg)?);
+        let index = web::Data::new(
+            BlindIndex::from_base64(&settings.keys.index_key).map_err(anyhow::Error::msg)?,
+        );
         let policy = SessionPolicy {
             idle_timeout: settings.session_idle_timeout,
             absolute_lifetime: settings.session_absolute_lifetime,
@@ -60,7 +62,9 @@ impl Application {
                 .app_data(index.clone())
                 .app_data(web::QueryConfig::default().error_handler(|error, _| {
                     let message = error.to_string();
-                    let detail = message.trim_start_matches("Query deserialize error: ").to_owned();
+                    let detail = message
+                        .trim_start_matches("Query deserialize error: ")
+                        .to_owned();
                     ApiError::Validation(vec![FieldError::new("query", detail)]).into()
                 }))
                 .configure(|config| health::configure(config, readiness.clone()))
@@ -85,5 +89,9 @@ async fn openapi_document() -> HttpResponse {
 }
 
 async fn not_found(request: actix_web::HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::NotFound(format!("no route for {} {}", request.method(), request.path())))
+    Err(ApiError::NotFound(format!(
+        "no route for {} {}",
+        request.method(),
+        request.path()
+    )))
 }

@@ -9,7 +9,10 @@ pub struct Checkpoint {
     pub global_position: i64,
 }
 
-pub async fn load(client: &impl GenericClient, relay_name: &str) -> Result<Checkpoint, tokio_postgres::Error> {
+pub async fn load(
+    client: &impl GenericClient,
+    relay_name: &str,
+) -> Result<Checkpoint, tokio_postgres::Error> {
     let row = client
         .query_opt(
             "SELECT transaction_id::text, global_position FROM relay_checkpoints WHERE relay_name = $1",

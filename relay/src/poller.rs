@@ -21,7 +21,14 @@ pub async fn next_batch(
          LIMIT $3"
     );
     let rows = client
-        .query(&query, &[&after.transaction_id.to_string(), &after.global_position, &limit])
+        .query(
+            &query,
+            &[
+                &after.transaction_id.to_string(),
+                &after.global_position,
+                &limit,
+            ],
+        )
         .await?;
     rows.iter()
         .map(|row| StoredEvent::from_row(row).map_err(anyhow::Error::msg))

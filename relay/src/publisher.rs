@@ -55,11 +55,26 @@ impl Publisher {
             let sequence = event.sequence.to_string();
             let position = event.global_position.to_string();
             let record_headers = OwnedHeaders::new()
-                .insert(Header { key: headers::AGGREGATE_TYPE, value: Some(event.aggregate_type.as_str()) })
-                .insert(Header { key: headers::EVENT_TYPE, value: Some(event.event_type.as_str()) })
-                .insert(Header { key: headers::EVENT_VERSION, value: Some(event.event_version.as_str()) })
-                .insert(Header { key: headers::SEQUENCE, value: Some(sequence.as_str()) })
-                .insert(Header { key: headers::GLOBAL_POSITION, value: Some(position.as_str()) });
+                .insert(Header {
+                    key: headers::AGGREGATE_TYPE,
+                    value: Some(event.aggregate_type.as_str()),
+                })
+                .insert(Header {
+                    key: headers::EVENT_TYPE,
+                    value: Some(event.event_type.as_str()),
+                })
+                .insert(Header {
+                    key: headers::EVENT_VERSION,
+                    value: Some(event.event_version.as_str()),
+                })
+                .insert(Header {
+                    key: headers::SEQUENCE,
+                    value: Some(sequence.as_str()),
+                })
+                .insert(Header {
+                    key: headers::GLOBAL_POSITION,
+                    value: Some(position.as_str()),
+                });
             let record = FutureRecord::to(&topic)
                 .key(event.aggregate_id.as_bytes())
                 .payload(&payload)

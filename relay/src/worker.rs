@@ -23,7 +23,11 @@ pub struct Relay {
 
 impl Relay {
     pub fn new(settings: RelaySettings, pool: Pool, metrics: RelayMetrics) -> Self {
-        Self { settings, pool, metrics }
+        Self {
+            settings,
+            pool,
+            metrics,
+        }
     }
 
     /// Runs until `shutdown` is cancelled. Only one relay per name publishes at a time:
@@ -46,7 +50,10 @@ impl Relay {
         let poll_interval = Duration::from_millis(self.settings.poll_interval_ms);
 
         while !shutdown.is_cancelled() {
-            match self.step(&mut publisher, &mut position, &mut backlog_checked).await {
+            match self
+                .step(&mut publisher, &mut position, &mut backlog_checked)
+                .await
+            {
                 Ok(0) => {
                     backoff = Duration::from_millis(100);
                     sleep_or_cancel(poll_interval, &shutdown).await;
@@ -74,7 +81,9 @@ impl Relay {
     ) -> anyhow::Result<usize> {
         let client = self.pool.get().await?;
         if backlog_checked.elapsed() >= BACKLOG_REFRESH {
-            self.metrics.backlog.set(poller::backlog(&client, *position).await?);
+            self.metrics
+                .backlog
+                .set(poller::backlog(&client, *position).await?);
             *backlog_checked = Instant::now();
         }
         let batch = poller::next_batch(&client, *position, self.settings.batch_size).await?;
@@ -95,7 +104,10 @@ impl Relay {
         Ok(batch.len())
     }
 
-    async fn acquire_lock(&self, shutdown: &CancellationToken) -> anyhow::Result<Option<deadpool_postgres::Object>> {
+    async fn acquire_lock(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Option<deadpool_postgres::Object>> {
         let mut waiting_logged = false;
         loop {
             if shutdown.is_cancelled() {
@@ -108,7 +120,9 @@ impl Relay {
                     waiting_logged = true;
                 }
                 Ok(None) => {}
-                Err(error) => tracing::warn!(relay = %self.settings.name, error = format!("{error:#}"), "relay lock attempt failed; retrying"),
+                Err(error) => {
+                    tracing::warn!(relay = %self.settings.name, error = format!("{error:#}"), "relay lock attempt failed; retrying")
+                }
             }
             sleep_or_cancel(Duration::from_secs(1), shutdown).await;
         }
@@ -118,11 +132,14 @@ impl Relay {
         let client = self.pool.get().await?;
         let key = format!("medflow-relay:{}", self.settings.name);
         let row = client
-            .query_one("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", &[&key])
+            .query_one(
+                "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
+                &[&key],
+            )
             .await?;
-        // The lock lives as long as this connection, which the caller keeps; it is
-        // detached from the pool so it is never handed to other work.
-        Ok(row.get::<_, bool>(0).then(|| client))
+        // The session lock lives as long as this connection. The caller holds the pooled
+        // object for the relay's lifetime, so the pool never hands it to other work.
+        Ok(row.get::<_, bool>(0).then_some(client))
     }
 
     async fn load_checkpoint(&self, shutdown: &CancellationToken) -> anyhow::Result<Checkpoint> {

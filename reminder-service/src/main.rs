@@ -9,10 +9,17 @@ use medflow_infra::{telemetry, web};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
-#[command(name = "medflow-reminder-service", about = "Sends appointment reminders")]
+#[command(
+    name = "medflow-reminder-service",
+    about = "Sends appointment reminders"
+)]
 struct Settings {
     /// Address of the health and metrics endpoint.
-    #[arg(long = "http-addr", env = "MEDFLOW_REMINDERS_HTTP_ADDR", default_value = "127.0.0.1:8084")]
+    #[arg(
+        long = "http-addr",
+        env = "MEDFLOW_REMINDERS_HTTP_ADDR",
+        default_value = "127.0.0.1:8084"
+    )]
     http_addr: SocketAddr,
 }
 
@@ -20,7 +27,11 @@ struct Settings {
 async fn main() -> anyhow::Result<()> {
     telemetry::init("reminder-service");
     let settings = Settings::parse();
-    let server = web::ops::serve(settings.http_addr, prometheus::Registry::new(), web::health::Readiness::default())?;
+    let server = web::ops::serve(
+        settings.http_addr,
+        prometheus::Registry::new(),
+        web::health::Readiness::default(),
+    )?;
     let handle = server.handle();
     tokio::spawn(server);
     tracing::info!(addr = %settings.http_addr, "reminder service started; no consumers yet");

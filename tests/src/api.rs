@@ -7,7 +7,10 @@ use serde_json::{json, Value};
 pub const PASSWORD: &str = "orbit velvet canyon pickle 42";
 
 pub fn unique_email(label: &str) -> String {
-    format!("{label}.{}@example.org", &uuid::Uuid::new_v4().simple().to_string()[..10])
+    format!(
+        "{label}.{}@example.org",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    )
 }
 
 #[derive(Clone)]
@@ -49,7 +52,10 @@ impl Api {
         let status = response.status();
         let body: Value = response.json().await.expect("JSON body");
         assert_eq!(status, StatusCode::CREATED, "registration failed: {body}");
-        (body["aggregate_id"].as_str().unwrap().to_owned(), body["sequence"].as_u64().unwrap())
+        (
+            body["aggregate_id"].as_str().unwrap().to_owned(),
+            body["sequence"].as_u64().unwrap(),
+        )
     }
 
     pub async fn login(&self, email: &str, password: &str) -> Response {
@@ -78,7 +84,12 @@ impl Api {
         if let Some(sequence) = wait_for_sequence {
             url.push_str(&format!("?wait_for_sequence={sequence}&wait_ms=15000"));
         }
-        self.http.get(url).bearer_auth(token).send().await.expect("query API reachable")
+        self.http
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("query API reachable")
     }
 
     pub async fn command_post(&self, token: &str, path: &str, body: Value) -> Response {
@@ -123,8 +134,19 @@ pub async fn expect_problem(response: Response, status: StatusCode) -> Value {
     let body: Value = response.json().await.expect("problem body is JSON");
     assert_eq!(actual, status, "unexpected status; body {body}");
     assert_eq!(content_type, "application/problem+json", "body {body}");
-    assert!(has_request_id, "problem response without x-request-id header");
-    assert!(body["type"].as_str().is_some_and(|t| t.starts_with("urn:medflow:problem:")), "{body}");
-    assert!(body["request_id"].as_str().is_some_and(|id| !id.is_empty()), "{body}");
+    assert!(
+        has_request_id,
+        "problem response without x-request-id header"
+    );
+    assert!(
+        body["type"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("urn:medflow:problem:")),
+        "{body}"
+    );
+    assert!(
+        body["request_id"].as_str().is_some_and(|id| !id.is_empty()),
+        "{body}"
+    );
     body
 }

@@ -19,10 +19,19 @@ pub struct DedicatedBroker {
 
 impl DedicatedBroker {
     pub async fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().unwrap().port();
-        let dir = std::env::temp_dir().join(format!("medflow-broker-{}", uuid::Uuid::new_v4().simple()));
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("free port")
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir =
+            std::env::temp_dir().join(format!("medflow-broker-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("broker directory");
-        let mut broker = Self { port, dir, child: None };
+        let mut broker = Self {
+            port,
+            dir,
+            child: None,
+        };
         broker.resume().await;
         broker
     }
@@ -47,8 +56,13 @@ impl DedicatedBroker {
         for _ in 0..200 {
             let brokers = brokers.clone();
             let ready = tokio::task::spawn_blocking(move || {
-                let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &brokers).create().ok()?;
-                consumer.fetch_metadata(None, Duration::from_millis(500)).ok()
+                let consumer: BaseConsumer = ClientConfig::new()
+                    .set("bootstrap.servers", &brokers)
+                    .create()
+                    .ok()?;
+                consumer
+                    .fetch_metadata(None, Duration::from_millis(500))
+                    .ok()
             })
             .await
             .ok()
@@ -59,7 +73,11 @@ impl DedicatedBroker {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("dedicated broker on port {} did not start; see {}", self.port, self.dir.display());
+        panic!(
+            "dedicated broker on port {} did not start; see {}",
+            self.port,
+            self.dir.display()
+        );
     }
 
     /// Kills the broker; clients see it as down until [`resume`](Self::resume).
@@ -81,8 +99,16 @@ impl Drop for DedicatedBroker {
 /// Arguments that start nisshi listening and advertising `url`, with its SQLite data in
 /// the working directory.
 pub fn broker_args(url: &str) -> Vec<String> {
-    ["broker", "--listener-url", url, "--advertised-listener-url", url, "--storage-engine", "sqlite://broker.db"]
-        .iter()
-        .map(|arg| (*arg).to_owned())
-        .collect()
+    [
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        "sqlite://broker.db",
+    ]
+    .iter()
+    .map(|arg| (*arg).to_owned())
+    .collect()
 }

@@ -13,7 +13,9 @@ pub fn url(role: &str, database: &str) -> String {
 pub async fn connect(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, NoTls)
         .await
-        .unwrap_or_else(|error| panic!("cannot connect to {url}: {error}; run `medflow stack up` first"));
+        .unwrap_or_else(|error| {
+            panic!("cannot connect to {url}: {error}; run `medflow stack up` first")
+        });
     tokio::spawn(async move {
         let _ = connection.await;
     });
@@ -36,7 +38,10 @@ pub async fn create_test_database() -> String {
     let admin = connect(ADMIN_URL).await;
     // One process at a time creates templates and clones them: CREATE DATABASE fails
     // while another session is connected to the template.
-    admin.execute("SELECT pg_advisory_lock(727274)", &[]).await.expect("advisory lock");
+    admin
+        .execute("SELECT pg_advisory_lock(727274)", &[])
+        .await
+        .expect("advisory lock");
     admin
         .batch_execute(
             "DO $$ BEGIN
@@ -63,21 +68,30 @@ pub async fn create_test_database() -> String {
             .expect("create template");
         let owner_url = secrecy::SecretString::from(url("medflow_owner", &template));
         if let Err(error) = medflow_infra::db::migrate(&owner_url).await {
-            let _ = admin.batch_execute(&format!("DROP DATABASE {template}")).await;
+            let _ = admin
+                .batch_execute(&format!("DROP DATABASE {template}"))
+                .await;
             panic!("migrating the template failed: {error:#}");
         }
     }
     let name = format!("medflow_test_{}", uuid::Uuid::new_v4().simple());
     admin
-        .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template} OWNER medflow_owner"))
+        .batch_execute(&format!(
+            "CREATE DATABASE {name} TEMPLATE {template} OWNER medflow_owner"
+        ))
         .await
         .expect("clone template");
-    admin.execute("SELECT pg_advisory_unlock(727274)", &[]).await.expect("advisory unlock");
+    admin
+        .execute("SELECT pg_advisory_unlock(727274)", &[])
+        .await
+        .expect("advisory unlock");
     name
 }
 
 /// Drops a test database, disconnecting whoever still uses it.
 pub async fn drop_database(name: &str) {
     let admin = connect(ADMIN_URL).await;
-    let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+    let _ = admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await;
 }

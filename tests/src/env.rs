@@ -94,7 +94,10 @@ impl TestEnv {
         vec![
             ("MEDFLOW_DATABASE_URL".into(), self.app_url()),
             ("MEDFLOW_KAFKA_BROKERS".into(), self.brokers.clone()),
-            ("MEDFLOW_KAFKA_TOPIC_PREFIX".into(), self.topic_prefix.clone()),
+            (
+                "MEDFLOW_KAFKA_TOPIC_PREFIX".into(),
+                self.topic_prefix.clone(),
+            ),
             ("MEDFLOW_KAFKA_SESSION_TIMEOUT_MS".into(), "6000".into()),
             ("MEDFLOW_MASTER_KEYS".into(), self.master_keys.clone()),
             ("MEDFLOW_INDEX_KEY".into(), self.index_key.clone()),
@@ -183,8 +186,10 @@ impl TestEnv {
     /// Starts every projection in this process; cancel the returned token to stop them.
     pub fn start_projectors(&self) -> CancellationToken {
         let token = self.shutdown.child_token();
-        let pool = medflow_infra::db::pg_pool(&SecretString::from(self.app_url()), 4).expect("projector pool");
-        let metrics = ProjectorMetrics::register(&prometheus::Registry::new()).expect("projector metrics");
+        let pool = medflow_infra::db::pg_pool(&SecretString::from(self.app_url()), 4)
+            .expect("projector pool");
+        let metrics =
+            ProjectorMetrics::register(&prometheus::Registry::new()).expect("projector metrics");
         for projection in medflow_projectors::all_projections() {
             let task = medflow_projectors::framework::run(
                 projection,
@@ -226,7 +231,10 @@ impl Drop for TestEnv {
         let name = self.database.clone();
         // Drop runs outside async context guarantees, so the cleanup gets its own runtime.
         let _ = std::thread::spawn(move || {
-            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 runtime.block_on(database::drop_database(&name));
             }
         })
@@ -245,9 +253,13 @@ impl TestEnv {
         let (state, _) = AppState::build(&self.command_settings(), clock::system_clock())
             .await
             .expect("command state builds");
-        let registration =
-            validate(Ok(Role::Admin), email, "Ada Admin", crate::api::PASSWORD).expect("valid admin registration");
-        let metadata = EventMetadata { actor_id: None, actor_role: None, request_id: "test-bootstrap".into() };
+        let registration = validate(Ok(Role::Admin), email, "Ada Admin", crate::api::PASSWORD)
+            .expect("valid admin registration");
+        let metadata = EventMetadata {
+            actor_id: None,
+            actor_role: None,
+            request_id: "test-bootstrap".into(),
+        };
         register_account(&state, registration, None, metadata)
             .await
             .expect("admin registered")

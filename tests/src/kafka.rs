@@ -21,7 +21,12 @@ pub struct Record {
 
 /// Returns every record of `topic` once at least `expected` are there, or whatever
 /// arrived when `timeout` ran out.
-pub async fn read_topic(brokers: &str, topic: &str, expected: usize, timeout: Duration) -> Vec<Record> {
+pub async fn read_topic(
+    brokers: &str,
+    topic: &str,
+    expected: usize,
+    timeout: Duration,
+) -> Vec<Record> {
     let brokers = brokers.to_owned();
     let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || read_blocking(&brokers, &topic, expected, timeout))
@@ -53,7 +58,9 @@ fn read_blocking(brokers: &str, topic: &str, expected: usize, timeout: Duration)
     };
     let mut assignment = TopicPartitionList::new();
     for partition in 0..partitions as i32 {
-        assignment.add_partition_offset(topic, partition, Offset::Beginning).expect("partition");
+        assignment
+            .add_partition_offset(topic, partition, Offset::Beginning)
+            .expect("partition");
     }
     consumer.assign(&assignment).expect("assign");
     let mut records = Vec::new();
@@ -67,7 +74,10 @@ fn read_blocking(brokers: &str, topic: &str, expected: usize, timeout: Duration)
         let mut headers = HashMap::new();
         if let Some(list) = message.headers() {
             for header in list.iter() {
-                let value = header.value.map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default();
+                let value = header
+                    .value
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default();
                 headers.insert(header.key.to_owned(), value);
             }
         }

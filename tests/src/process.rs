@@ -12,7 +12,11 @@ pub fn binary(name: &str) -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
     let path = target.join("debug").join(name);
-    assert!(path.exists(), "{} is missing; run `cargo build --workspace --bins` first", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing; run `cargo build --workspace --bins` first",
+        path.display()
+    );
     path
 }
 
@@ -23,11 +27,16 @@ pub struct ServiceProcess {
 impl ServiceProcess {
     pub fn spawn(name: &str, args: &[&str], env: &[(String, String)]) -> Self {
         let mut command = Command::new(binary(name));
-        command.args(args).stdout(Stdio::null()).stderr(Stdio::inherit());
+        command
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
         for (key, value) in env {
             command.env(key, value);
         }
-        let child = command.spawn().unwrap_or_else(|error| panic!("cannot start {name}: {error}"));
+        let child = command
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start {name}: {error}"));
         Self { child }
     }
 
@@ -56,7 +65,9 @@ impl ServiceProcess {
         for (key, value) in env {
             command.env(key, value);
         }
-        let output = command.output().unwrap_or_else(|error| panic!("cannot run {name}: {error}"));
+        let output = command
+            .output()
+            .unwrap_or_else(|error| panic!("cannot run {name}: {error}"));
         assert!(
             output.status.success(),
             "{name} {args:?} failed: {}",

@@ -25,7 +25,11 @@ async fn application_role_cannot_change_events() {
         "DELETE FROM audit_entries",
     ] {
         let error = app.execute(statement, &[]).await.expect_err(statement);
-        assert_eq!(error.code().map(|code| code.code()), Some("42501"), "{statement}: {error}");
+        assert_eq!(
+            error.code().map(|code| code.code()),
+            Some("42501"),
+            "{statement}: {error}"
+        );
     }
 }
 
@@ -34,12 +38,23 @@ async fn owner_role_cannot_change_events_either() {
     let env = TestEnv::new().await;
     let owner = env.owner_client().await;
     owner.execute(INSERT_EVENT, &[]).await.unwrap();
-    for statement in ["UPDATE events SET payload = '{}'", "DELETE FROM events", "TRUNCATE events"] {
+    for statement in [
+        "UPDATE events SET payload = '{}'",
+        "DELETE FROM events",
+        "TRUNCATE events",
+    ] {
         let error = owner.execute(statement, &[]).await.expect_err(statement);
-        let message = error.as_db_error().map(|db| db.message().to_owned()).unwrap_or_default();
+        let message = error
+            .as_db_error()
+            .map(|db| db.message().to_owned())
+            .unwrap_or_default();
         assert!(message.contains("append-only"), "{statement}: {message}");
     }
-    let count: i64 = owner.query_one("SELECT count(*) FROM events", &[]).await.unwrap().get(0);
+    let count: i64 = owner
+        .query_one("SELECT count(*) FROM events", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(count, 1);
 }
 
@@ -49,7 +64,10 @@ async fn extra_columns_fill_themselves_and_cannot_be_forged() {
     let app = env.app_client().await;
     app.execute(INSERT_EVENT, &[]).await.unwrap();
     let row = app
-        .query_one("SELECT global_position, transaction_id::text, recorded_at IS NOT NULL FROM events", &[])
+        .query_one(
+            "SELECT global_position, transaction_id::text, recorded_at IS NOT NULL FROM events",
+            &[],
+        )
         .await
         .unwrap();
     assert!(row.get::<_, i64>(0) >= 1);
@@ -76,7 +94,13 @@ async fn events_and_topics_hold_no_personal_data() {
     env.create_admin(&admin_email).await;
     let admin = api.login_ok(&admin_email).await;
     let path = format!("/admin/accounts/{account_id}/suspension");
-    let response = api.command_post(&admin.token, &path, json!({ "reason": "Quillfeather asked to pause" })).await;
+    let response = api
+        .command_post(
+            &admin.token,
+            &path,
+            json!({ "reason": "Quillfeather asked to pause" }),
+        )
+        .await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     let login = api.login_ok(&admin_email).await;
     assert_eq!(api.me(&login.token, Some(1)).await.status(), StatusCode::OK);
@@ -94,17 +118,29 @@ async fn events_and_topics_hold_no_personal_data() {
             assert!(!text.contains(needle), "event contains {needle}: {text}");
         }
     }
-    let suspension_metadata: serde_json::Value = serde_json::from_str(&rows[2].get::<_, String>(1)).unwrap();
+    let suspension_metadata: serde_json::Value =
+        serde_json::from_str(&rows[2].get::<_, String>(1)).unwrap();
     assert_eq!(suspension_metadata["actor_id"], admin.account_id.as_str());
     assert_eq!(suspension_metadata["actor_role"], "admin");
-    assert!(suspension_metadata["request_id"].as_str().is_some_and(|id| !id.is_empty()));
+    assert!(suspension_metadata["request_id"]
+        .as_str()
+        .is_some_and(|id| !id.is_empty()));
 
-    let records = read_topic(&env.brokers, &format!("{}account", env.topic_prefix), 3, Duration::from_secs(30)).await;
+    let records = read_topic(
+        &env.brokers,
+        &format!("{}account", env.topic_prefix),
+        3,
+        Duration::from_secs(30),
+    )
+    .await;
     assert_eq!(records.len(), 3);
     for record in &records {
         let text = serde_json::to_string(&record.event).unwrap().to_lowercase();
         for needle in needles {
-            assert!(!text.contains(needle), "Kafka record contains {needle}: {text}");
+            assert!(
+                !text.contains(needle),
+                "Kafka record contains {needle}: {text}"
+            );
         }
     }
     // The read model keeps the ciphertext too; only the query API opens it.

@@ -11,7 +11,10 @@ use serde_json::Value;
 
 fn ring(env: &TestEnv, master_keys: &str) -> KeyRing {
     let pool = medflow_infra::db::pg_pool(&SecretString::from(env.app_url()), 2).unwrap();
-    KeyRing::new(pool, MasterKeys::parse(&SecretString::from(master_keys.to_owned())).unwrap())
+    KeyRing::new(
+        pool,
+        MasterKeys::parse(&SecretString::from(master_keys.to_owned())).unwrap(),
+    )
 }
 
 #[tokio::test]
@@ -24,10 +27,17 @@ async fn master_key_rotation_keeps_sealed_data_readable() {
     // Rotate: a new first key, the old one kept for unwrapping, then re-wrap.
     let old = env.master_keys.clone();
     let new_key = format!("test2:{}", STANDARD.encode([42u8; 32]));
-    let rewrapped = ring(&env, &format!("{new_key},{old}")).rewrap_all().await.unwrap();
+    let rewrapped = ring(&env, &format!("{new_key},{old}"))
+        .rewrap_all()
+        .await
+        .unwrap();
     assert_eq!(rewrapped, 1);
     let client = env.owner_client().await;
-    let master: String = client.query_one("SELECT master_key_id FROM data_keys", &[]).await.unwrap().get(0);
+    let master: String = client
+        .query_one("SELECT master_key_id FROM data_keys", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(master, "test2");
 
     // Services that know only the new master key still open the old events' data.
@@ -36,7 +46,12 @@ async fn master_key_rotation_keeps_sealed_data_readable() {
     let query = env.start_query_api().await;
     let rotated = medflow_tests::api::Api::new(&command, &query);
     let login = rotated.login_ok(&email).await;
-    let me: Value = rotated.me(&login.token, Some(sequence)).await.json().await.unwrap();
+    let me: Value = rotated
+        .me(&login.token, Some(sequence))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(me["email"], email.as_str());
     assert_eq!(me["name"], "Rota Tion");
 }
@@ -51,7 +66,10 @@ async fn destroyed_data_key_erases_personal_data() {
     env.create_admin(&admin_email).await;
     let admin = api.login_ok(&admin_email).await;
     let login = api.login_ok(&email).await;
-    assert_eq!(api.me(&login.token, Some(sequence)).await.status(), StatusCode::OK);
+    assert_eq!(
+        api.me(&login.token, Some(sequence)).await.status(),
+        StatusCode::OK
+    );
 
     let output = medflow_tests::process::ServiceProcess::run_to_end(
         "medflow",
@@ -74,7 +92,11 @@ async fn destroyed_data_key_erases_personal_data() {
     assert_eq!(erased["account_id"], account_id.as_str());
     assert!(erased["email"].is_null(), "{erased}");
     assert!(erased["name"].is_null(), "{erased}");
-    expect_problem(fresh.login(&email, PASSWORD).await, StatusCode::UNAUTHORIZED).await;
+    expect_problem(
+        fresh.login(&email, PASSWORD).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
     // Its sessions were revoked too.
     expect_problem(fresh.me(&login.token, None).await, StatusCode::UNAUTHORIZED).await;
 }

@@ -10,7 +10,11 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[tokio::test]
@@ -20,19 +24,52 @@ async fn apis_serve_health_metrics_and_openapi() {
     let query = env.start_query_api().await;
     let http = reqwest::Client::new();
     for (base, expected_paths) in [
-        (&command, vec!["/accounts", "/sessions", "/sessions/current", "/admin/accounts/{account_id}/suspension"]),
+        (
+            &command,
+            vec![
+                "/accounts",
+                "/sessions",
+                "/sessions/current",
+                "/admin/accounts/{account_id}/suspension",
+            ],
+        ),
         (&query, vec!["/me", "/admin/accounts"]),
     ] {
-        let live = http.get(format!("{base}/health/live")).send().await.unwrap();
+        let live = http
+            .get(format!("{base}/health/live"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(live.status(), StatusCode::OK);
-        let ready: Value = http.get(format!("{base}/health/ready")).send().await.unwrap().json().await.unwrap();
+        let ready: Value = http
+            .get(format!("{base}/health/ready"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         assert_eq!(ready["status"], "ready", "{ready}");
         assert_eq!(ready["checks"]["postgres"], "ok");
 
-        let document: Value = http.get(format!("{base}/openapi.json")).send().await.unwrap().json().await.unwrap();
-        assert!(document["openapi"].as_str().unwrap().starts_with("3."), "{}", document["openapi"]);
+        let document: Value = http
+            .get(format!("{base}/openapi.json"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(
+            document["openapi"].as_str().unwrap().starts_with("3."),
+            "{}",
+            document["openapi"]
+        );
         for path in expected_paths {
-            assert!(document["paths"].get(path).is_some(), "{base}: {path} missing from the OpenAPI document");
+            assert!(
+                document["paths"].get(path).is_some(),
+                "{base}: {path} missing from the OpenAPI document"
+            );
         }
         assert!(document["components"]["schemas"].get("Problem").is_some());
         let docs = http.get(format!("{base}/docs")).send().await.unwrap();
@@ -40,11 +77,28 @@ async fn apis_serve_health_metrics_and_openapi() {
         assert!(docs.text().await.unwrap().contains("<html"));
 
         // Unknown paths share one label, so clients cannot create unbounded series.
-        let unknown = http.get(format!("{base}/no-such-path-4711")).send().await.unwrap();
+        let unknown = http
+            .get(format!("{base}/no-such-path-4711"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
-        let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
-        assert!(metrics.contains("_http_requests_duration_seconds"), "{metrics}");
-        assert!(!metrics.contains("no-such-path-4711"), "unmatched path became a label");
+        let metrics = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains("_http_requests_duration_seconds"),
+            "{metrics}"
+        );
+        assert!(
+            !metrics.contains("no-such-path-4711"),
+            "unmatched path became a label"
+        );
         assert!(metrics.contains(r#"endpoint="unmatched""#), "{metrics}");
     }
 }
@@ -59,9 +113,21 @@ async fn background_services_report_health_and_lag() {
     let relay_addr = format!("127.0.0.1:{relay_port}");
     let projectors_addr = format!("127.0.0.1:{projectors_port}");
     let reminders_addr = format!("127.0.0.1:{reminders_port}");
-    let _relay = ServiceProcess::spawn("medflow-relay", &["--http-addr", &relay_addr], &env.env_vars());
-    let _projectors = ServiceProcess::spawn("medflow-projectors", &["--http-addr", &projectors_addr], &env.env_vars());
-    let _reminders = ServiceProcess::spawn("medflow-reminder-service", &["--http-addr", &reminders_addr], &env.env_vars());
+    let _relay = ServiceProcess::spawn(
+        "medflow-relay",
+        &["--http-addr", &relay_addr],
+        &env.env_vars(),
+    );
+    let _projectors = ServiceProcess::spawn(
+        "medflow-projectors",
+        &["--http-addr", &projectors_addr],
+        &env.env_vars(),
+    );
+    let _reminders = ServiceProcess::spawn(
+        "medflow-reminder-service",
+        &["--http-addr", &reminders_addr],
+        &env.env_vars(),
+    );
 
     for (addr, metric) in [
         (&relay_addr, Some("medflow_relay_lag_events")),
@@ -70,23 +136,31 @@ async fn background_services_report_health_and_lag() {
     ] {
         let http = http.clone();
         let url = format!("http://{addr}/health/ready");
-        eventually(Duration::from_secs(30), &format!("{url} to answer 200"), || {
-            let (http, url) = (http.clone(), url.clone());
-            async move {
-                let response = http.get(&url).send().await.ok()?;
-                (response.status() == StatusCode::OK).then_some(())
-            }
-        })
+        eventually(
+            Duration::from_secs(30),
+            &format!("{url} to answer 200"),
+            || {
+                let (http, url) = (http.clone(), url.clone());
+                async move {
+                    let response = http.get(&url).send().await.ok()?;
+                    (response.status() == StatusCode::OK).then_some(())
+                }
+            },
+        )
         .await;
         if let Some(metric) = metric {
             let url = format!("http://{addr}/metrics");
-            eventually(Duration::from_secs(30), &format!("{metric} at {url}"), || {
-                let (http, url) = (http.clone(), url.clone());
-                async move {
-                    let text = http.get(&url).send().await.ok()?.text().await.ok()?;
-                    text.contains(metric).then_some(())
-                }
-            })
+            eventually(
+                Duration::from_secs(30),
+                &format!("{metric} at {url}"),
+                || {
+                    let (http, url) = (http.clone(), url.clone());
+                    async move {
+                        let text = http.get(&url).send().await.ok()?.text().await.ok()?;
+                        text.contains(metric).then_some(())
+                    }
+                },
+            )
             .await;
         }
     }

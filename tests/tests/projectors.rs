@@ -16,15 +16,25 @@ use secrecy::SecretString;
 use uuid::Uuid;
 
 fn sealed(tag: &str) -> SealedValue {
-    SealedValue { key_id: Uuid::nil(), nonce: tag.into(), ciphertext: tag.into() }
+    SealedValue {
+        key_id: Uuid::nil(),
+        nonce: tag.into(),
+        ciphertext: tag.into(),
+    }
 }
 
 fn metadata() -> EventMetadata {
-    EventMetadata { actor_id: None, actor_role: None, request_id: "projector-test".into() }
+    EventMetadata {
+        actor_id: None,
+        actor_role: None,
+        request_id: "projector-test".into(),
+    }
 }
 
 async fn command_bus(env: &TestEnv) -> CommandBus<Account> {
-    let pool = medflow_infra::db::sqlx_pool(&SecretString::from(env.app_url()), 4).await.unwrap();
+    let pool = medflow_infra::db::sqlx_pool(&SecretString::from(env.app_url()), 4)
+        .await
+        .unwrap();
     CommandBus::new(pool, ())
 }
 
@@ -37,17 +47,43 @@ async fn write_account_histories(bus: &CommandBus<Account>, count: u128) -> Vec<
         let id = account_id.to_string();
         let registration = RegisterAccount {
             account_id,
-            role: if index % 2 == 0 { Role::Patient } else { Role::Doctor },
+            role: if index % 2 == 0 {
+                Role::Patient
+            } else {
+                Role::Doctor
+            },
             email_index: EmailIndex(format!("{index:064x}")),
             email: sealed("email"),
             name: sealed("name"),
             password_hash: sealed("hash"),
             registered_by: None,
         };
-        bus.execute(&id, AccountCommand::Register(registration), metadata()).await.unwrap();
-        bus.execute(&id, AccountCommand::Suspend { reason: sealed("r"), by: admin }, metadata()).await.unwrap();
-        bus.execute(&id, AccountCommand::Reinstate { by: admin }, metadata()).await.unwrap();
-        bus.execute(&id, AccountCommand::Suspend { reason: sealed("r"), by: admin }, metadata()).await.unwrap();
+        bus.execute(&id, AccountCommand::Register(registration), metadata())
+            .await
+            .unwrap();
+        bus.execute(
+            &id,
+            AccountCommand::Suspend {
+                reason: sealed("r"),
+                by: admin,
+            },
+            metadata(),
+        )
+        .await
+        .unwrap();
+        bus.execute(&id, AccountCommand::Reinstate { by: admin }, metadata())
+            .await
+            .unwrap();
+        bus.execute(
+            &id,
+            AccountCommand::Suspend {
+                reason: sealed("r"),
+                by: admin,
+            },
+            metadata(),
+        )
+        .await
+        .unwrap();
         ids.push(account_id);
     }
     ids
@@ -57,7 +93,10 @@ async fn write_account_histories(bus: &CommandBus<Account>, count: u128) -> Vec<
 async fn snapshot(env: &TestEnv) -> (Vec<String>, Vec<String>) {
     let client = env.owner_client().await;
     let directory = client
-        .query("SELECT row_to_json(d)::text FROM account_directory d ORDER BY account_id", &[])
+        .query(
+            "SELECT row_to_json(d)::text FROM account_directory d ORDER BY account_id",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
@@ -83,13 +122,21 @@ async fn projector_killed_mid_stream_equals_rebuild() {
     let writer = tokio::spawn(async move { write_account_histories(&bus, 80).await });
     env.start_relay();
     let projector_args = ["--http-addr", "127.0.0.1:0"];
-    let mut projector = ServiceProcess::spawn("medflow-projectors", &projector_args, &env.env_vars());
+    let mut projector =
+        ServiceProcess::spawn("medflow-projectors", &projector_args, &env.env_vars());
 
     let client = env.owner_client().await;
-    eventually(Duration::from_secs(60), "the projector to apply some events", || async {
-        let row = client.query_one("SELECT count(*) FROM projection_offsets", &[]).await.unwrap();
-        (row.get::<_, i64>(0) >= 5).then_some(())
-    })
+    eventually(
+        Duration::from_secs(60),
+        "the projector to apply some events",
+        || async {
+            let row = client
+                .query_one("SELECT count(*) FROM projection_offsets", &[])
+                .await
+                .unwrap();
+            (row.get::<_, i64>(0) >= 5).then_some(())
+        },
+    )
     .await;
     projector.kill9();
     let ids = writer.await.unwrap();
@@ -105,12 +152,28 @@ async fn projector_killed_mid_stream_equals_rebuild() {
     .await;
     let live = snapshot(&env).await;
     assert_eq!(live.0.len(), ids.len());
-    assert!(live.0.iter().all(|row| row.contains(r#""status":"suspended""#)), "{:?}", live.0.first());
+    assert!(
+        live.0
+            .iter()
+            .all(|row| row.contains(r#""status":"suspended""#)),
+        "{:?}",
+        live.0.first()
+    );
 
-    let rebuild = ServiceProcess::run_to_end("medflow-projectors", &["rebuild", "accounts"], &env.env_vars());
-    assert!(rebuild.contains("rebuilt projection accounts from 320 events"), "{rebuild}");
+    let rebuild = ServiceProcess::run_to_end(
+        "medflow-projectors",
+        &["rebuild", "accounts"],
+        &env.env_vars(),
+    );
+    assert!(
+        rebuild.contains("rebuilt projection accounts from 320 events"),
+        "{rebuild}"
+    );
     let rebuilt = snapshot(&env).await;
-    assert_eq!(live, rebuilt, "rebuilt read model differs from the live one");
+    assert_eq!(
+        live, rebuilt,
+        "rebuilt read model differs from the live one"
+    );
 }
 
 async fn stored_events(env: &TestEnv, aggregate_id: &AccountId) -> Vec<StoredEvent> {
@@ -135,11 +198,21 @@ async fn redelivered_event_changes_nothing() {
     let events = stored_events(&env, &ids[0]).await;
     let mut client = env.app_client().await;
     for event in &events {
-        assert_eq!(apply_event(&mut client, &AccountsProjection, event).await.unwrap(), Applied::Applied);
+        assert_eq!(
+            apply_event(&mut client, &AccountsProjection, event)
+                .await
+                .unwrap(),
+            Applied::Applied
+        );
     }
     let before = snapshot(&env).await;
     for event in events.iter().rev() {
-        assert_eq!(apply_event(&mut client, &AccountsProjection, event).await.unwrap(), Applied::Duplicate);
+        assert_eq!(
+            apply_event(&mut client, &AccountsProjection, event)
+                .await
+                .unwrap(),
+            Applied::Duplicate
+        );
     }
     assert_eq!(snapshot(&env).await, before);
 }
@@ -152,10 +225,15 @@ async fn missing_events_are_read_from_the_store() {
     let events = stored_events(&env, &ids[0]).await;
     let mut client = env.app_client().await;
     // Only the last event arrives; the first three must be filled in from the store.
-    apply_event(&mut client, &AccountsProjection, &events[3]).await.unwrap();
+    apply_event(&mut client, &AccountsProjection, &events[3])
+        .await
+        .unwrap();
     let (directory, offsets) = snapshot(&env).await;
     assert_eq!(offsets, vec![format!("{}:4", ids[0])]);
-    assert!(directory[0].contains(r#""status":"suspended""#), "{directory:?}");
+    assert!(
+        directory[0].contains(r#""status":"suspended""#),
+        "{directory:?}"
+    );
 }
 
 #[tokio::test]
@@ -179,7 +257,9 @@ async fn concurrent_commands_on_one_version_conflict() {
     let bus = std::sync::Arc::new(command_bus(&env).await);
     let ids = write_account_histories(&bus, 1).await;
     let id = ids[0].to_string();
-    let reinstate = AccountCommand::Reinstate { by: AccountId(Uuid::from_u128(7)) };
+    let reinstate = AccountCommand::Reinstate {
+        by: AccountId(Uuid::from_u128(7)),
+    };
     let attempts = (0..6).map(|_| {
         let bus = std::sync::Arc::clone(&bus);
         let id = id.clone();
@@ -191,7 +271,10 @@ async fn concurrent_commands_on_one_version_conflict() {
     let rejected = results
         .iter()
         .filter(|result| {
-            matches!(result, Err(AggregateError::AggregateConflict) | Err(AggregateError::UserError(_)))
+            matches!(
+                result,
+                Err(AggregateError::AggregateConflict) | Err(AggregateError::UserError(_))
+            )
         })
         .count();
     assert_eq!((succeeded, rejected), (1, 5), "{results:?}");

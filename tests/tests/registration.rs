@@ -7,7 +7,12 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 async fn count(env: &TestEnv, table: &str) -> i64 {
-    env.owner_client().await.query_one(&format!("SELECT count(*) FROM {table}"), &[]).await.unwrap().get(0)
+    env.owner_client()
+        .await
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await
+        .unwrap()
+        .get(0)
 }
 
 #[tokio::test]
@@ -27,35 +32,131 @@ async fn registration_rejects_bad_input() {
         body
     };
     let json_cases: Vec<(&str, Value, StatusCode, &str)> = vec![
-        ("missing email", without("email"), StatusCode::UNPROCESSABLE_ENTITY, "email"),
-        ("missing password", without("password"), StatusCode::UNPROCESSABLE_ENTITY, "password"),
-        ("email of wrong type", with("email", json!(5)), StatusCode::UNPROCESSABLE_ENTITY, "email"),
-        ("malformed email", with("email", json!("not-an-address")), StatusCode::UNPROCESSABLE_ENTITY, "email"),
-        ("over-long email", with("email", json!(format!("{}@example.org", "a".repeat(260)))), StatusCode::UNPROCESSABLE_ENTITY, "email"),
-        ("empty name", with("name", json!("   ")), StatusCode::UNPROCESSABLE_ENTITY, "name"),
-        ("over-long name", with("name", json!("n".repeat(101))), StatusCode::UNPROCESSABLE_ENTITY, "name"),
-        ("weak password", with("password", json!("password1234")), StatusCode::UNPROCESSABLE_ENTITY, "password"),
-        ("short password", with("password", json!("a1!")), StatusCode::UNPROCESSABLE_ENTITY, "password"),
-        ("over-long password", with("password", json!("x".repeat(129))), StatusCode::UNPROCESSABLE_ENTITY, "password"),
-        ("self-registered admin", with("role", json!("admin")), StatusCode::UNPROCESSABLE_ENTITY, "role"),
-        ("unknown role", with("role", json!("surgeon")), StatusCode::UNPROCESSABLE_ENTITY, "role"),
-        ("unknown field", with("is_admin", json!(true)), StatusCode::UNPROCESSABLE_ENTITY, "is_admin"),
+        (
+            "missing email",
+            without("email"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "email",
+        ),
+        (
+            "missing password",
+            without("password"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "password",
+        ),
+        (
+            "email of wrong type",
+            with("email", json!(5)),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "email",
+        ),
+        (
+            "malformed email",
+            with("email", json!("not-an-address")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "email",
+        ),
+        (
+            "over-long email",
+            with("email", json!(format!("{}@example.org", "a".repeat(260)))),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "email",
+        ),
+        (
+            "empty name",
+            with("name", json!("   ")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "name",
+        ),
+        (
+            "over-long name",
+            with("name", json!("n".repeat(101))),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "name",
+        ),
+        (
+            "weak password",
+            with("password", json!("password1234")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "password",
+        ),
+        (
+            "short password",
+            with("password", json!("a1!")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "password",
+        ),
+        (
+            "over-long password",
+            with("password", json!("x".repeat(129))),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "password",
+        ),
+        (
+            "self-registered admin",
+            with("role", json!("admin")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "role",
+        ),
+        (
+            "unknown role",
+            with("role", json!("surgeon")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "role",
+        ),
+        (
+            "unknown field",
+            with("is_admin", json!(true)),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "is_admin",
+        ),
     ];
     for (case, body, status, field) in json_cases {
-        let response = http.post(format!("{command}/accounts")).json(&body).send().await.unwrap();
+        let response = http
+            .post(format!("{command}/accounts"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         let problem = expect_problem(response, status).await;
         let fields: Vec<&str> = problem["errors"]
             .as_array()
-            .map(|errors| errors.iter().filter_map(|error| error["field"].as_str()).collect())
+            .map(|errors| {
+                errors
+                    .iter()
+                    .filter_map(|error| error["field"].as_str())
+                    .collect()
+            })
             .unwrap_or_default();
-        assert!(fields.contains(&field), "{case}: expected field {field} in {problem}");
-        assert!(problem["detail"].as_str().unwrap().contains(field), "{case}: detail must name {field}: {problem}");
+        assert!(
+            fields.contains(&field),
+            "{case}: expected field {field} in {problem}"
+        );
+        assert!(
+            problem["detail"].as_str().unwrap().contains(field),
+            "{case}: detail must name {field}: {problem}"
+        );
     }
 
     let raw_cases: Vec<(&str, &str, Vec<u8>, StatusCode)> = vec![
-        ("malformed JSON", "application/json", br#"{"role": "patient", "email": "#.to_vec(), StatusCode::BAD_REQUEST),
-        ("not JSON at all", "text/plain", b"role=patient".to_vec(), StatusCode::UNSUPPORTED_MEDIA_TYPE),
-        ("oversized body", "application/json", vec![b' '; 70 * 1024], StatusCode::PAYLOAD_TOO_LARGE),
+        (
+            "malformed JSON",
+            "application/json",
+            br#"{"role": "patient", "email": "#.to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "not JSON at all",
+            "text/plain",
+            b"role=patient".to_vec(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            "oversized body",
+            "application/json",
+            vec![b' '; 70 * 1024],
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
     ];
     for (case, content_type, body, status) in raw_cases {
         let response = http
@@ -66,7 +167,12 @@ async fn registration_rejects_bad_input() {
             .await
             .unwrap();
         let problem = expect_problem(response, status).await;
-        assert!(problem["detail"].as_str().is_some_and(|detail| !detail.is_empty()), "{case}: {problem}");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .is_some_and(|detail| !detail.is_empty()),
+            "{case}: {problem}"
+        );
     }
 
     // Nothing of any rejected request was written.
@@ -79,9 +185,19 @@ async fn several_invalid_fields_are_reported_together() {
     let env = TestEnv::new().await;
     let command = env.start_command_api().await;
     let body = json!({ "role": "patient", "email": "nope", "password": "short", "name": "" });
-    let response = reqwest::Client::new().post(format!("{command}/accounts")).json(&body).send().await.unwrap();
+    let response = reqwest::Client::new()
+        .post(format!("{command}/accounts"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
-    let fields: Vec<&str> = problem["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    let fields: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
     assert_eq!(fields, ["email", "name", "password"]);
 }
 
@@ -112,7 +228,9 @@ async fn duplicate_email_is_conflict() {
     let api = Api::new(&command, "");
     let email = unique_email("twice");
     api.register_ok("patient", &email, "First").await;
-    let response = api.register("doctor", &email.to_uppercase(), "Second").await;
+    let response = api
+        .register("doctor", &email.to_uppercase(), "Second")
+        .await;
     let problem = expect_problem(response, StatusCode::CONFLICT).await;
     assert_eq!(problem["type"], "urn:medflow:problem:conflict");
     assert_eq!(count(&env, "events").await, 1);
@@ -127,11 +245,21 @@ async fn concurrent_registrations_of_one_email_admit_one() {
     let attempts = (0..4).map(|i| {
         let api = api.clone();
         let email = email.clone();
-        async move { api.register("patient", &email, &format!("Racer {i}")).await.status() }
+        async move {
+            api.register("patient", &email, &format!("Racer {i}"))
+                .await
+                .status()
+        }
     });
     let statuses = futures::future::join_all(attempts).await;
-    let created = statuses.iter().filter(|status| **status == StatusCode::CREATED).count();
-    let conflicts = statuses.iter().filter(|status| **status == StatusCode::CONFLICT).count();
+    let created = statuses
+        .iter()
+        .filter(|status| **status == StatusCode::CREATED)
+        .count();
+    let conflicts = statuses
+        .iter()
+        .filter(|status| **status == StatusCode::CONFLICT)
+        .count();
     assert_eq!((created, conflicts), (1, 3), "statuses {statuses:?}");
     assert_eq!(count(&env, "events").await, 1);
 }
@@ -140,7 +268,11 @@ async fn concurrent_registrations_of_one_email_admit_one() {
 async fn unknown_route_is_problem() {
     let env = TestEnv::new().await;
     let command = env.start_command_api().await;
-    let response = reqwest::Client::new().get(format!("{command}/no/such/route")).send().await.unwrap();
+    let response = reqwest::Client::new()
+        .get(format!("{command}/no/such/route"))
+        .send()
+        .await
+        .unwrap();
     expect_problem(response, StatusCode::NOT_FOUND).await;
 }
 
@@ -156,11 +288,16 @@ async fn wait_for_unreached_sequence_times_out() {
     let login = api.login_ok(&email).await;
 
     let started = std::time::Instant::now();
-    let response = api.query_get(&login.token, "/me?wait_for_sequence=1&wait_ms=300").await;
+    let response = api
+        .query_get(&login.token, "/me?wait_for_sequence=1&wait_ms=300")
+        .await;
     assert_eq!(response.headers()["retry-after"], "1");
     let problem = expect_problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
     assert!(started.elapsed() >= std::time::Duration::from_millis(300));
-    assert!(problem["detail"].as_str().unwrap().contains("retry"), "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("retry"),
+        "{problem}"
+    );
     let response = api.me(&login.token, None).await;
     expect_problem(response, StatusCode::NOT_FOUND).await;
 }
@@ -170,21 +307,52 @@ async fn every_missing_field_is_reported() {
     let env = TestEnv::new().await;
     let command = env.start_command_api().await;
     let http = reqwest::Client::new();
-    let response = http.post(format!("{command}/accounts")).json(&json!({ "role": "patient" })).send().await.unwrap();
+    let response = http
+        .post(format!("{command}/accounts"))
+        .json(&json!({ "role": "patient" }))
+        .send()
+        .await
+        .unwrap();
     let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
-    let fields: Vec<&str> = problem["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    let fields: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
     assert_eq!(fields, ["email", "password", "name"]);
 
     let body = json!({ "role": 5, "email": true, "password": 123, "name": null });
-    let response = http.post(format!("{command}/accounts")).json(&body).send().await.unwrap();
+    let response = http
+        .post(format!("{command}/accounts"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
-    let fields: Vec<&str> = problem["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    let fields: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
     assert_eq!(fields, ["role", "email", "password", "name"]);
 
-    let response = http.post(format!("{command}/accounts")).json(&json!([])).send().await.unwrap();
+    let response = http
+        .post(format!("{command}/accounts"))
+        .json(&json!([]))
+        .send()
+        .await
+        .unwrap();
     let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
     assert_eq!(problem["errors"][0]["field"], "body");
-    assert!(!problem["detail"].as_str().unwrap().contains("RegistrationRequest"), "{problem}");
+    assert!(
+        !problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("RegistrationRequest"),
+        "{problem}"
+    );
 }
 
 #[tokio::test]
@@ -193,13 +361,30 @@ async fn sensitive_values_are_never_echoed() {
     let command = env.start_command_api().await;
     let http = reqwest::Client::new();
     let cases = [
-        ("/accounts", json!({ "role": "patient", "email": "pin@example.org", "password": 987654321987u64, "name": "Pin" })),
-        ("/accounts", json!({ "role": "patient", "email": 55512345, "password": PASSWORD, "name": "Pin" })),
-        ("/sessions", json!({ "email": "pin@example.org", "password": 55512345 })),
-        ("/sessions", json!({ "email": "pin@example.org", "password": ["hunter2-hunter2"] })),
+        (
+            "/accounts",
+            json!({ "role": "patient", "email": "pin@example.org", "password": 987654321987u64, "name": "Pin" }),
+        ),
+        (
+            "/accounts",
+            json!({ "role": "patient", "email": 55512345, "password": PASSWORD, "name": "Pin" }),
+        ),
+        (
+            "/sessions",
+            json!({ "email": "pin@example.org", "password": 55512345 }),
+        ),
+        (
+            "/sessions",
+            json!({ "email": "pin@example.org", "password": ["hunter2-hunter2"] }),
+        ),
     ];
     for (path, body) in cases {
-        let response = http.post(format!("{command}{path}")).json(&body).send().await.unwrap();
+        let response = http
+            .post(format!("{command}{path}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
         let text = problem.to_string();
         for secret in ["987654321987", "55512345", "hunter2"] {

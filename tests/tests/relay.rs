@@ -27,29 +27,44 @@ async fn event_of_slow_transaction_is_relayed_in_order() {
     // The slow transaction takes the lowest position and stays open while two faster
     // ones insert behind it and commit.
     let slow_transaction = slow.transaction().await.unwrap();
-    slow_transaction.execute(INSERT_EVENT, &[&"slow", &1i64]).await.unwrap();
-    fast.execute(INSERT_EVENT, &[&"fast-1", &1i64]).await.unwrap();
-    fast.execute(INSERT_EVENT, &[&"fast-2", &1i64]).await.unwrap();
+    slow_transaction
+        .execute(INSERT_EVENT, &[&"slow", &1i64])
+        .await
+        .unwrap();
+    fast.execute(INSERT_EVENT, &[&"fast-1", &1i64])
+        .await
+        .unwrap();
+    fast.execute(INSERT_EVENT, &[&"fast-2", &1i64])
+        .await
+        .unwrap();
     env.start_relay();
 
     // Nothing after the open transaction may be published yet: a relay that moved past
     // the fast rows would have no way back to the slow one.
     let early = read_topic(&env.brokers, &topic(&env), 1, Duration::from_secs(3)).await;
-    assert!(early.is_empty(), "published ahead of an open transaction: {early:?}");
+    assert!(
+        early.is_empty(),
+        "published ahead of an open transaction: {early:?}"
+    );
 
     slow_transaction.commit().await.unwrap();
     let records = read_topic(&env.brokers, &topic(&env), 3, Duration::from_secs(20)).await;
     let ids: Vec<&str> = records.iter().map(|record| record.key.as_str()).collect();
     assert_eq!(records.len(), 3, "records {ids:?}");
-    let positions: BTreeMap<&str, i64> =
-        records.iter().map(|record| (record.key.as_str(), record.event.global_position)).collect();
+    let positions: BTreeMap<&str, i64> = records
+        .iter()
+        .map(|record| (record.key.as_str(), record.event.global_position))
+        .collect();
     assert!(positions["slow"] < positions["fast-1"]);
     assert!(positions["fast-1"] < positions["fast-2"]);
     for record in &records {
         assert_eq!(record.headers["event_type"], "AccountReinstated");
         assert_eq!(record.headers["event_version"], "1");
         assert_eq!(record.headers["sequence"], "1");
-        assert_eq!(record.headers["global_position"], record.event.global_position.to_string());
+        assert_eq!(
+            record.headers["global_position"],
+            record.event.global_position.to_string()
+        );
         assert_eq!(record.headers["aggregate_type"], "account");
     }
 }
@@ -63,9 +78,17 @@ async fn earlier_transaction_inserting_last_is_relayed() {
     // The first transaction gets its id before the second one exists but inserts after
     // it, so transaction order and position order disagree.
     let first = early.transaction().await.unwrap();
-    first.execute("SELECT pg_current_xact_id()", &[]).await.unwrap();
-    late.execute(INSERT_EVENT, &[&"second", &1i64]).await.unwrap();
-    first.execute(INSERT_EVENT, &[&"first", &1i64]).await.unwrap();
+    first
+        .execute("SELECT pg_current_xact_id()", &[])
+        .await
+        .unwrap();
+    late.execute(INSERT_EVENT, &[&"second", &1i64])
+        .await
+        .unwrap();
+    first
+        .execute(INSERT_EVENT, &[&"first", &1i64])
+        .await
+        .unwrap();
     env.start_relay();
     tokio::time::sleep(Duration::from_millis(500)).await;
     first.commit().await.unwrap();
@@ -79,20 +102,38 @@ async fn earlier_transaction_inserting_last_is_relayed() {
 /// aggregate's events first appear in sequence order.
 async fn assert_topic_matches_table(env: &TestEnv, records: &[Record]) {
     let client = env.owner_client().await;
-    let rows = client.query("SELECT aggregate_id, sequence FROM events", &[]).await.unwrap();
+    let rows = client
+        .query("SELECT aggregate_id, sequence FROM events", &[])
+        .await
+        .unwrap();
     let table: HashSet<(String, i64)> = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
-    let published: HashSet<(String, i64)> =
-        records.iter().map(|record| (record.event.aggregate_id.clone(), record.event.sequence)).collect();
+    let published: HashSet<(String, i64)> = records
+        .iter()
+        .map(|record| (record.event.aggregate_id.clone(), record.event.sequence))
+        .collect();
     let missing: Vec<_> = table.difference(&published).collect();
-    assert!(missing.is_empty(), "{} events never published, e.g. {:?}", missing.len(), missing.first());
+    assert!(
+        missing.is_empty(),
+        "{} events never published, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
 
     let mut ordered = records.to_vec();
     ordered.sort_by_key(|record| (record.partition, record.offset));
     let mut highest: BTreeMap<String, i64> = BTreeMap::new();
     for record in ordered {
-        let seen = highest.entry(record.event.aggregate_id.clone()).or_insert(0);
+        let seen = highest
+            .entry(record.event.aggregate_id.clone())
+            .or_insert(0);
         // A redelivered batch may repeat old sequences, but a new one is always next.
-        assert!(record.event.sequence <= *seen + 1, "sequence gap for {}: {} after {}", record.event.aggregate_id, record.event.sequence, seen);
+        assert!(
+            record.event.sequence <= *seen + 1,
+            "sequence gap for {}: {} after {}",
+            record.event.aggregate_id,
+            record.event.sequence,
+            seen
+        );
         *seen = (*seen).max(record.event.sequence);
     }
 }
@@ -109,7 +150,10 @@ async fn relay_killed_mid_stream_loses_nothing() {
             let transaction = client.transaction().await.unwrap();
             for aggregate in 0..10 {
                 let id = format!("aggregate-{aggregate}");
-                transaction.execute(INSERT_EVENT, &[&id, &(batch + 1i64)]).await.unwrap();
+                transaction
+                    .execute(INSERT_EVENT, &[&id, &(batch + 1i64)])
+                    .await
+                    .unwrap();
             }
             transaction.commit().await.unwrap();
             tokio::time::sleep(Duration::from_millis(15)).await;
@@ -117,10 +161,18 @@ async fn relay_killed_mid_stream_loses_nothing() {
     });
 
     let checkpoint_client = env.owner_client().await;
-    eventually(Duration::from_secs(30), "a first relay checkpoint", || async {
-        let row = checkpoint_client.query_opt("SELECT global_position FROM relay_checkpoints", &[]).await.unwrap();
-        row.map(|row| row.get::<_, i64>(0)).filter(|position| *position > 0)
-    })
+    eventually(
+        Duration::from_secs(30),
+        "a first relay checkpoint",
+        || async {
+            let row = checkpoint_client
+                .query_opt("SELECT global_position FROM relay_checkpoints", &[])
+                .await
+                .unwrap();
+            row.map(|row| row.get::<_, i64>(0))
+                .filter(|position| *position > 0)
+        },
+    )
     .await;
     relay.kill9();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -130,15 +182,22 @@ async fn relay_killed_mid_stream_loses_nothing() {
     // Redelivered records count too, so read until 600 distinct events are there.
     let brokers = env.brokers.clone();
     let topic = topic(&env);
-    let records = eventually(Duration::from_secs(60), "600 distinct events on the topic", || {
-        let (brokers, topic) = (brokers.clone(), topic.clone());
-        async move {
-            let records = read_topic(&brokers, &topic, usize::MAX, Duration::from_secs(3)).await;
-            let distinct: HashSet<(String, i64)> =
-                records.iter().map(|record| (record.event.aggregate_id.clone(), record.event.sequence)).collect();
-            (distinct.len() >= 600).then_some(records)
-        }
-    })
+    let records = eventually(
+        Duration::from_secs(60),
+        "600 distinct events on the topic",
+        || {
+            let (brokers, topic) = (brokers.clone(), topic.clone());
+            async move {
+                let records =
+                    read_topic(&brokers, &topic, usize::MAX, Duration::from_secs(3)).await;
+                let distinct: HashSet<(String, i64)> = records
+                    .iter()
+                    .map(|record| (record.event.aggregate_id.clone(), record.event.sequence))
+                    .collect();
+                (distinct.len() >= 600).then_some(records)
+            }
+        },
+    )
     .await;
     assert!(relay.is_running());
     assert_topic_matches_table(&env, &records).await;
@@ -152,7 +211,10 @@ async fn registrations_continue_while_broker_is_down() {
     let before = unique_email("before");
     let (_, sequence) = api.register_ok("patient", &before, "Before Outage").await;
     let login = api.login_ok(&before).await;
-    assert_eq!(api.me(&login.token, Some(sequence)).await.status(), StatusCode::OK);
+    assert_eq!(
+        api.me(&login.token, Some(sequence)).await.status(),
+        StatusCode::OK
+    );
 
     broker.stop();
     let during = unique_email("during");
@@ -160,14 +222,18 @@ async fn registrations_continue_while_broker_is_down() {
     let login = api.login_ok(&during).await;
 
     broker.resume().await;
-    let status = eventually(Duration::from_secs(60), "the projection to catch up after the outage", || {
-        let api = api.clone();
-        let token = login.token.clone();
-        async move {
-            let status = api.me(&token, Some(sequence)).await.status();
-            (status == StatusCode::OK).then_some(status)
-        }
-    })
+    let status = eventually(
+        Duration::from_secs(60),
+        "the projection to catch up after the outage",
+        || {
+            let api = api.clone();
+            let token = login.token.clone();
+            async move {
+                let status = api.me(&token, Some(sequence)).await.status();
+                (status == StatusCode::OK).then_some(status)
+            }
+        },
+    )
     .await;
     assert_eq!(status, StatusCode::OK);
 }

@@ -6,7 +6,6 @@ use medflow_tests::api::{expect_problem, unique_email, Api, PASSWORD};
 use medflow_tests::TestEnv;
 use reqwest::StatusCode;
 
-
 async fn command_only(env: &TestEnv) -> Api {
     let command = env.start_command_api().await;
     let query = env.start_query_api().await;
@@ -28,7 +27,11 @@ async fn session_used_after_logout_is_rejected() {
     let logout = api.command_delete(&login.token, "/sessions/current").await;
     assert_eq!(logout.status(), StatusCode::NO_CONTENT);
     expect_problem(api.me(&login.token, None).await, StatusCode::UNAUTHORIZED).await;
-    expect_problem(api.command_delete(&login.token, "/sessions/current").await, StatusCode::UNAUTHORIZED).await;
+    expect_problem(
+        api.command_delete(&login.token, "/sessions/current").await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -39,7 +42,10 @@ async fn logout_everywhere_revokes_every_session() {
     api.register_ok("doctor", &email, "Dr. Every Where").await;
     let phone = api.login_ok(&email).await;
     let laptop = api.login_ok(&email).await;
-    assert_ne!(phone.token, laptop.token, "every login must issue a new token");
+    assert_ne!(
+        phone.token, laptop.token,
+        "every login must issue a new token"
+    );
     assert_ne!(phone.session_id, laptop.session_id);
 
     let response = api.command_delete(&phone.token, "/sessions").await;
@@ -49,14 +55,23 @@ async fn logout_everywhere_revokes_every_session() {
 
     // Logging in again works and yields a fresh session.
     let again = api.login_ok(&email).await;
-    assert_ne!(api.me(&again.token, None).await.status(), StatusCode::UNAUTHORIZED);
+    assert_ne!(
+        api.me(&again.token, None).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test]
 async fn malformed_or_unknown_tokens_are_unauthorized() {
     let env = TestEnv::new().await;
     let api = command_only(&env).await;
-    for header in ["Bearer", "Bearer ", "Basic abc", "Bearer not-a-real-token", &format!("Bearer {}", "x".repeat(500))] {
+    for header in [
+        "Bearer",
+        "Bearer ",
+        "Basic abc",
+        "Bearer not-a-real-token",
+        &format!("Bearer {}", "x".repeat(500)),
+    ] {
         let response = api
             .http
             .get(format!("{}/me", api.query))
@@ -65,9 +80,17 @@ async fn malformed_or_unknown_tokens_are_unauthorized() {
             .await
             .unwrap();
         let problem = expect_problem(response, StatusCode::UNAUTHORIZED).await;
-        assert_eq!(problem["type"], "urn:medflow:problem:unauthorized", "header {header:?}");
+        assert_eq!(
+            problem["type"], "urn:medflow:problem:unauthorized",
+            "header {header:?}"
+        );
     }
-    let response = api.http.get(format!("{}/me", api.query)).send().await.unwrap();
+    let response = api
+        .http
+        .get(format!("{}/me", api.query))
+        .send()
+        .await
+        .unwrap();
     expect_problem(response, StatusCode::UNAUTHORIZED).await;
 }
 
@@ -81,7 +104,11 @@ async fn unknown_email_and_wrong_password_look_alike() {
     let mut timings = Vec::new();
     let mut bodies = Vec::new();
     for (label, login_email, password) in [
-        ("wrong password", email.as_str(), "wrong horse battery staple"),
+        (
+            "wrong password",
+            email.as_str(),
+            "wrong horse battery staple",
+        ),
         ("unknown e-mail", "nobody.here@example.org", PASSWORD),
         ("wrong password", email.as_str(), "another wrong passphrase"),
         ("unknown e-mail", "still.nobody@example.org", PASSWORD),
@@ -93,12 +120,18 @@ async fn unknown_email_and_wrong_password_look_alike() {
         body.as_object_mut().unwrap().remove("request_id");
         bodies.push(body);
     }
-    assert!(bodies.windows(2).all(|pair| pair[0] == pair[1]), "responses differ: {bodies:?}");
+    assert!(
+        bodies.windows(2).all(|pair| pair[0] == pair[1]),
+        "responses differ: {bodies:?}"
+    );
 
     // Both paths run one full scrypt evaluation (tens of milliseconds at N=2^17), so
     // neither reveals itself by a clearly shorter response.
     for (label, elapsed) in &timings {
-        assert!(*elapsed >= Duration::from_millis(20), "{label} took only {elapsed:?}: no password hash was computed");
+        assert!(
+            *elapsed >= Duration::from_millis(20),
+            "{label} took only {elapsed:?}: no password hash was computed"
+        );
     }
 }
 
@@ -114,10 +147,18 @@ async fn login_is_rate_limited_per_account() {
 
     for attempt in 0..3 {
         let response = api.login(&email, "not the password at all").await;
-        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "attempt {attempt}");
+        assert_eq!(
+            response.status(),
+            StatusCode::UNAUTHORIZED,
+            "attempt {attempt}"
+        );
     }
     let response = api.login(&email, PASSWORD).await;
-    let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(retry_after >= 1);
     expect_problem(response, StatusCode::TOO_MANY_REQUESTS).await;
 
@@ -136,9 +177,17 @@ async fn login_is_rate_limited_per_address() {
     let api = Api::new(&command, "");
     for attempt in 0..4 {
         let response = api.login(&unique_email("spray"), PASSWORD).await;
-        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "attempt {attempt}");
+        assert_eq!(
+            response.status(),
+            StatusCode::UNAUTHORIZED,
+            "attempt {attempt}"
+        );
     }
-    expect_problem(api.login(&unique_email("spray"), PASSWORD).await, StatusCode::TOO_MANY_REQUESTS).await;
+    expect_problem(
+        api.login(&unique_email("spray"), PASSWORD).await,
+        StatusCode::TOO_MANY_REQUESTS,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -156,7 +205,10 @@ async fn idle_session_expires() {
     // Each use within the idle timeout extends the session past the first deadline.
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(700)).await;
-        assert_ne!(api.me(&login.token, None).await.status(), StatusCode::UNAUTHORIZED);
+        assert_ne!(
+            api.me(&login.token, None).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
     }
     tokio::time::sleep(Duration::from_millis(2000)).await;
     expect_problem(api.me(&login.token, None).await, StatusCode::UNAUTHORIZED).await;
@@ -178,7 +230,10 @@ async fn session_expires_at_absolute_lifetime() {
     // Stay active; the session must still end at its absolute expiry.
     let started = Instant::now();
     while started.elapsed() < Duration::from_millis(1500) {
-        assert_ne!(api.me(&login.token, None).await.status(), StatusCode::UNAUTHORIZED);
+        assert_ne!(
+            api.me(&login.token, None).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -191,8 +246,14 @@ async fn logins_and_logouts_are_audited_without_personal_data() {
     let api = command_only(&env).await;
     let email = unique_email("audited");
     let (account_id, _) = api.register_ok("patient", &email, "Audrey Audit").await;
-    assert_eq!(api.login(&email, "definitely the wrong one").await.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(api.login("ghost@example.org", PASSWORD).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        api.login(&email, "definitely the wrong one").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        api.login("ghost@example.org", PASSWORD).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
     let login = api.login_ok(&email).await;
     api.command_delete(&login.token, "/sessions/current").await;
 
@@ -205,26 +266,45 @@ async fn logins_and_logouts_are_audited_without_personal_data() {
         )
         .await
         .unwrap();
-    let summary: Vec<(String, String, Option<String>)> =
-        rows.iter().map(|row| (row.get(0), row.get(1), row.get(2))).collect();
+    let summary: Vec<(String, String, Option<String>)> = rows
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect();
     assert_eq!(
         summary,
         vec![
-            ("session.login".into(), "failure".into(), Some(account_id.clone())),
+            (
+                "session.login".into(),
+                "failure".into(),
+                Some(account_id.clone())
+            ),
             ("session.login".into(), "failure".into(), None),
-            ("session.login".into(), "success".into(), Some(account_id.clone())),
-            ("session.logout".into(), "success".into(), Some(account_id.clone())),
+            (
+                "session.login".into(),
+                "success".into(),
+                Some(account_id.clone())
+            ),
+            (
+                "session.logout".into(),
+                "success".into(),
+                Some(account_id.clone())
+            ),
         ]
     );
     for row in &rows {
         let request_id: Option<String> = row.get(3);
-        assert!(request_id.is_some_and(|id| !id.is_empty()), "audit entry without request id");
+        assert!(
+            request_id.is_some_and(|id| !id.is_empty()),
+            "audit entry without request id"
+        );
         let whole: String = row.get(5);
         for personal in ["audited", "ghost", "127.0.0.1"] {
-            assert!(!whole.contains(personal), "{personal} in audit entry {whole}");
+            assert!(
+                !whole.contains(personal),
+                "{personal} in audit entry {whole}"
+            );
         }
     }
     let client_index: Option<String> = rows[0].get(4);
     assert!(client_index.is_some(), "client address index missing");
-
 }

@@ -45,7 +45,12 @@ pub struct ValidRegistration {
 }
 
 /// Validates every field and reports all failures at once.
-pub fn validate(role: Result<Role, FieldError>, email: &str, name: &str, password: &str) -> Result<ValidRegistration, ApiError> {
+pub fn validate(
+    role: Result<Role, FieldError>,
+    email: &str,
+    name: &str,
+    password: &str,
+) -> Result<ValidRegistration, ApiError> {
     let email = EmailAddress::parse("email", email);
     let name = PersonName::parse("name", name);
     let personal: Vec<&str> = [
@@ -57,9 +62,17 @@ pub fn validate(role: Result<Role, FieldError>, email: &str, name: &str, passwor
     .collect();
     let password = Password::parse("password", password, &personal);
     match (role, email, name, password) {
-        (Ok(role), Ok(email), Ok(name), Ok(password)) => Ok(ValidRegistration { role, email, name, password }),
+        (Ok(role), Ok(email), Ok(name), Ok(password)) => Ok(ValidRegistration {
+            role,
+            email,
+            name,
+            password,
+        }),
         (role, email, name, password) => Err(ApiError::Validation(
-            [role.err(), email.err(), name.err(), password.err()].into_iter().flatten().collect(),
+            [role.err(), email.err(), name.err(), password.err()]
+                .into_iter()
+                .flatten()
+                .collect(),
         )),
     }
 }
@@ -109,16 +122,30 @@ pub async fn register_account(
 
     // Checked first so a duplicate costs no password hash; the event store's
     // optimistic lock still decides between concurrent registrations.
-    let (existing, _) = state.accounts.load(&account_id.to_string()).await.map_err(from_account_error)?;
+    let (existing, _) = state
+        .accounts
+        .load(&account_id.to_string())
+        .await
+        .map_err(from_account_error)?;
     if existing.status != AccountStatus::Unregistered {
-        return Err(ApiError::Conflict("an account with this e-mail address already exists".to_owned()));
+        return Err(ApiError::Conflict(
+            "an account with this e-mail address already exists".to_owned(),
+        ));
     }
 
-    let password_hash = state.hasher.hash(&registration.password).await.map_err(ApiError::internal)?;
+    let password_hash = state
+        .hasher
+        .hash(&registration.password)
+        .await
+        .map_err(ApiError::internal)?;
     let subject = account_id.0;
     let seal = |field: &'static str, value: Vec<u8>| {
         let keys = &state.keys;
-        async move { keys.seal(subject, field, &value).await.map_err(ApiError::internal) }
+        async move {
+            keys.seal(subject, field, &value)
+                .await
+                .map_err(ApiError::internal)
+        }
     };
     let command = RegisterAccount {
         account_id,
@@ -131,7 +158,11 @@ pub async fn register_account(
     };
     state
         .accounts
-        .execute(&account_id.to_string(), AccountCommand::Register(command), metadata)
+        .execute(
+            &account_id.to_string(),
+            AccountCommand::Register(command),
+            metadata,
+        )
         .await
         .map_err(|error| match error {
             // Another registration of the same address committed between our check

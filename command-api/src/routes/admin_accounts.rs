@@ -118,22 +118,39 @@ pub async fn suspend(
             format!("must be 1 to {REASON_MAX_LEN} characters, got {length}"),
         )]));
     }
-    let (existing, _) = state.accounts.load(&account_id.to_string()).await.map_err(from_account_error)?;
+    let (existing, _) = state
+        .accounts
+        .load(&account_id.to_string())
+        .await
+        .map_err(from_account_error)?;
     if existing.id.is_none() {
-        return Err(ApiError::NotFound(format!("account {account_id} not found")));
+        return Err(ApiError::NotFound(format!(
+            "account {account_id} not found"
+        )));
     }
     let sealed = state
         .keys
         .seal(account_id.0, "suspension_reason", reason.as_bytes())
         .await
         .map_err(ApiError::internal)?;
-    let command = AccountCommand::Suspend { reason: sealed, by: auth.session.account_id };
+    let command = AccountCommand::Suspend {
+        reason: sealed,
+        by: auth.session.account_id,
+    };
     let committed = state
         .accounts
-        .execute(&account_id.to_string(), command, metadata(Some(&auth.session)))
+        .execute(
+            &account_id.to_string(),
+            command,
+            metadata(Some(&auth.session)),
+        )
         .await
         .map_err(from_account_error)?;
-    let revoked = state.sessions.revoke_all(account_id).await.map_err(ApiError::internal)?;
+    let revoked = state
+        .sessions
+        .revoke_all(account_id)
+        .await
+        .map_err(ApiError::internal)?;
     tracing::info!(account_id = %account_id, revoked_sessions = revoked, "account suspended");
     Ok(HttpResponse::Accepted().json(CommandAccepted::from(committed)))
 }
@@ -161,10 +178,16 @@ pub async fn reinstate(
     auth.require_role(&[Role::Admin])?;
     let account_id = AccountId::parse("account_id", &path)?;
     record_aggregate(&request, &account_id.to_string());
-    let command = AccountCommand::Reinstate { by: auth.session.account_id };
+    let command = AccountCommand::Reinstate {
+        by: auth.session.account_id,
+    };
     let committed = state
         .accounts
-        .execute(&account_id.to_string(), command, metadata(Some(&auth.session)))
+        .execute(
+            &account_id.to_string(),
+            command,
+            metadata(Some(&auth.session)),
+        )
         .await
         .map_err(from_account_error)?;
     tracing::info!(account_id = %account_id, "account reinstated");

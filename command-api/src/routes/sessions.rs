@@ -66,7 +66,8 @@ pub async fn login(
     state: web::Data<SharedState>,
     body: JsonBody<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let email = EmailAddress::parse("email", &body.email).map_err(|error| ApiError::Validation(vec![error]))?;
+    let email = EmailAddress::parse("email", &body.email)
+        .map_err(|error| ApiError::Validation(vec![error]))?;
     let password_length = body.password.chars().count();
     if password_length == 0 || password_length > PASSWORD_MAX_LEN {
         return Err(ApiError::Validation(vec![FieldError::new(
@@ -91,13 +92,27 @@ pub async fn login(
     if let Err(wait) = state.login_limiter.check(&email_index, address) {
         let mut entry = attempt(None, Outcome::Failure);
         entry.action = "session.login.rate_limited";
-        state.audit.record(&entry).await.map_err(ApiError::internal)?;
-        return Err(ApiError::TooManyRequests { retry_after_secs: wait.as_secs().max(1) });
+        state
+            .audit
+            .record(&entry)
+            .await
+            .map_err(ApiError::internal)?;
+        return Err(ApiError::TooManyRequests {
+            retry_after_secs: wait.as_secs().max(1),
+        });
     }
 
-    let (account, _) = state.accounts.load(&account_id.to_string()).await.map_err(from_account_error)?;
+    let (account, _) = state
+        .accounts
+        .load(&account_id.to_string())
+        .await
+        .map_err(from_account_error)?;
     let stored_hash = match (&account.id, &account.password_hash) {
-        (Some(_), Some(sealed)) => match state.keys.open_text(account_id.0, "password_hash", sealed).await {
+        (Some(_), Some(sealed)) => match state
+            .keys
+            .open_text(account_id.0, "password_hash", sealed)
+            .await
+        {
             Ok(hash) => Some(hash),
             // An erased person's credentials are gone with their data key; the login
             // then fails exactly like one for an unknown address.
@@ -107,33 +122,67 @@ pub async fn login(
         _ => None,
     };
     let known = stored_hash.is_some().then_some(account_id);
-    let verified = state.hasher.verify(&body.password, stored_hash).await.map_err(ApiError::internal)?;
+    let verified = state
+        .hasher
+        .verify(&body.password, stored_hash)
+        .await
+        .map_err(ApiError::internal)?;
     if !verified {
-        state.audit.record(&attempt(known, Outcome::Failure)).await.map_err(ApiError::internal)?;
+        state
+            .audit
+            .record(&attempt(known, Outcome::Failure))
+            .await
+            .map_err(ApiError::internal)?;
         return Err(ApiError::Unauthorized(INVALID_CREDENTIALS));
     }
     record_aggregate(&request, &account_id.to_string());
-    let role = account.role.ok_or_else(|| ApiError::internal(anyhow::anyhow!("registered account without role")))?;
+    let role = account
+        .role
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("registered account without role")))?;
     if account.status == AccountStatus::Suspended {
         let mut entry = attempt(known, Outcome::Failure);
         entry.action = "session.login.suspended";
-        state.audit.record(&entry).await.map_err(ApiError::internal)?;
-        return Err(ApiError::Forbidden("this account is suspended; contact an administrator".to_owned()));
+        state
+            .audit
+            .record(&entry)
+            .await
+            .map_err(ApiError::internal)?;
+        return Err(ApiError::Forbidden(
+            "this account is suspended; contact an administrator".to_owned(),
+        ));
     }
 
-    let session = state.sessions.create(account_id, role).await.map_err(ApiError::internal)?;
+    let session = state
+        .sessions
+        .create(account_id, role)
+        .await
+        .map_err(ApiError::internal)?;
     // A suspension that committed after the status check above revokes sessions only
     // after its commit, and may have run before this session existed. Checking again
     // now closes that window: either the suspension's revocation saw this session, or
     // this check sees the suspension.
-    let (latest, _) = state.accounts.load(&account_id.to_string()).await.map_err(from_account_error)?;
+    let (latest, _) = state
+        .accounts
+        .load(&account_id.to_string())
+        .await
+        .map_err(from_account_error)?;
     if latest.status != AccountStatus::Active {
-        state.sessions.revoke(session.session_id).await.map_err(ApiError::internal)?;
-        return Err(ApiError::Forbidden("this account is suspended; contact an administrator".to_owned()));
+        state
+            .sessions
+            .revoke(session.session_id)
+            .await
+            .map_err(ApiError::internal)?;
+        return Err(ApiError::Forbidden(
+            "this account is suspended; contact an administrator".to_owned(),
+        ));
     }
     let mut entry = attempt(known, Outcome::Success);
     entry.actor_role = Some(role);
-    state.audit.record(&entry).await.map_err(ApiError::internal)?;
+    state
+        .audit
+        .record(&entry)
+        .await
+        .map_err(ApiError::internal)?;
     tracing::info!(account_id = %account_id, session_id = %session.session_id, "login succeeded");
     Ok(HttpResponse::Created().json(LoginResponse {
         token: session.token,
@@ -153,8 +202,15 @@ pub async fn login(
     )
 )]
 #[delete("/sessions/current")]
-pub async fn logout(auth: Authenticated, state: web::Data<SharedState>) -> Result<HttpResponse, ApiError> {
-    state.sessions.revoke(auth.session.session_id).await.map_err(ApiError::internal)?;
+pub async fn logout(
+    auth: Authenticated,
+    state: web::Data<SharedState>,
+) -> Result<HttpResponse, ApiError> {
+    state
+        .sessions
+        .revoke(auth.session.session_id)
+        .await
+        .map_err(ApiError::internal)?;
     record_logout(&state, &auth, "session.logout").await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -168,14 +224,25 @@ pub async fn logout(auth: Authenticated, state: web::Data<SharedState>) -> Resul
     )
 )]
 #[delete("/sessions")]
-pub async fn logout_everywhere(auth: Authenticated, state: web::Data<SharedState>) -> Result<HttpResponse, ApiError> {
-    let revoked = state.sessions.revoke_all(auth.session.account_id).await.map_err(ApiError::internal)?;
+pub async fn logout_everywhere(
+    auth: Authenticated,
+    state: web::Data<SharedState>,
+) -> Result<HttpResponse, ApiError> {
+    let revoked = state
+        .sessions
+        .revoke_all(auth.session.account_id)
+        .await
+        .map_err(ApiError::internal)?;
     record_logout(&state, &auth, "session.logout_everywhere").await?;
     tracing::info!(account_id = %auth.session.account_id, revoked_sessions = revoked, "logged out everywhere");
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn record_logout(state: &SharedState, auth: &Authenticated, action: &'static str) -> Result<(), ApiError> {
+async fn record_logout(
+    state: &SharedState,
+    auth: &Authenticated,
+    action: &'static str,
+) -> Result<(), ApiError> {
     let entry = AuditEntry {
         actor_id: Some(auth.session.account_id),
         actor_role: Some(auth.session.role),

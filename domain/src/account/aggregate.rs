@@ -75,8 +75,14 @@ impl Aggregate for Account {
                 if by == target {
                     return Err(AccountError::CannotSuspendSelf);
                 }
-                sink.write(AccountEvent::AccountSuspended { reason, suspended_by: by }, self)
-                    .await;
+                sink.write(
+                    AccountEvent::AccountSuspended {
+                        reason,
+                        suspended_by: by,
+                    },
+                    self,
+                )
+                .await;
             }
             AccountCommand::Reinstate { by } => {
                 let target = self.id.ok_or(AccountError::NotFound)?;
@@ -145,8 +151,15 @@ mod tests {
     }
 
     fn registered_event() -> AccountEvent {
-        let RegisterAccount { account_id, role, email_index, email, name, password_hash, registered_by } =
-            registration();
+        let RegisterAccount {
+            account_id,
+            role,
+            email_index,
+            email,
+            name,
+            password_hash,
+            registered_by,
+        } = registration();
         AccountEvent::AccountRegistered {
             account_id,
             role,
@@ -183,7 +196,10 @@ mod tests {
     fn suspend_active_account() {
         AccountTest::with(())
             .given(vec![registered_event()])
-            .when(AccountCommand::Suspend { reason: sealed("reason"), by: ADMIN })
+            .when(AccountCommand::Suspend {
+                reason: sealed("reason"),
+                by: ADMIN,
+            })
             .then_expect_events(vec![AccountEvent::AccountSuspended {
                 reason: sealed("reason"),
                 suspended_by: ADMIN,
@@ -194,7 +210,10 @@ mod tests {
     fn suspend_self_is_rejected() {
         AccountTest::with(())
             .given(vec![registered_event()])
-            .when(AccountCommand::Suspend { reason: sealed("reason"), by: TARGET })
+            .when(AccountCommand::Suspend {
+                reason: sealed("reason"),
+                by: TARGET,
+            })
             .then_expect_error(AccountError::CannotSuspendSelf);
     }
 
@@ -202,7 +221,10 @@ mod tests {
     fn suspend_unknown_account_is_rejected() {
         AccountTest::with(())
             .given_no_previous_events()
-            .when(AccountCommand::Suspend { reason: sealed("reason"), by: ADMIN })
+            .when(AccountCommand::Suspend {
+                reason: sealed("reason"),
+                by: ADMIN,
+            })
             .then_expect_error(AccountError::NotFound);
     }
 
@@ -219,10 +241,15 @@ mod tests {
         AccountTest::with(())
             .given(vec![
                 registered_event(),
-                AccountEvent::AccountSuspended { reason: sealed("reason"), suspended_by: ADMIN },
+                AccountEvent::AccountSuspended {
+                    reason: sealed("reason"),
+                    suspended_by: ADMIN,
+                },
             ])
             .when(AccountCommand::Reinstate { by: ADMIN })
-            .then_expect_events(vec![AccountEvent::AccountReinstated { reinstated_by: ADMIN }]);
+            .then_expect_events(vec![AccountEvent::AccountReinstated {
+                reinstated_by: ADMIN,
+            }]);
     }
 
     #[test]

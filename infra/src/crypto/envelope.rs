@@ -32,7 +32,13 @@ impl DataKey {
         let aad = associated_data(subject, field);
         let ciphertext = self
             .cipher
-            .encrypt(&nonce, Payload { msg: plaintext, aad: &aad })
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext,
+                    aad: &aad,
+                },
+            )
             .expect("AES-GCM encryption cannot fail for inputs below 64 GiB");
         SealedValue {
             key_id: self.key_id,
@@ -41,15 +47,30 @@ impl DataKey {
         }
     }
 
-    pub fn open(&self, subject: Uuid, field: &str, sealed: &SealedValue) -> Result<Vec<u8>, CryptoError> {
-        let nonce = STANDARD.decode(&sealed.nonce).map_err(|_| CryptoError::Encoding)?;
+    pub fn open(
+        &self,
+        subject: Uuid,
+        field: &str,
+        sealed: &SealedValue,
+    ) -> Result<Vec<u8>, CryptoError> {
+        let nonce = STANDARD
+            .decode(&sealed.nonce)
+            .map_err(|_| CryptoError::Encoding)?;
         if nonce.len() != 12 {
             return Err(CryptoError::Encoding);
         }
-        let ciphertext = STANDARD.decode(&sealed.ciphertext).map_err(|_| CryptoError::Encoding)?;
+        let ciphertext = STANDARD
+            .decode(&sealed.ciphertext)
+            .map_err(|_| CryptoError::Encoding)?;
         let aad = associated_data(subject, field);
         self.cipher
-            .decrypt(Nonce::from_slice(&nonce), Payload { msg: &ciphertext, aad: &aad })
+            .decrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: &ciphertext,
+                    aad: &aad,
+                },
+            )
             .map_err(|_| CryptoError::Authentication)
     }
 }
@@ -70,7 +91,10 @@ mod tests {
     fn sealed_value_opens_with_same_subject_and_field() {
         let subject = Uuid::from_u128(1);
         let sealed = key().seal(subject, "email", b"alice@example.org");
-        assert_eq!(key().open(subject, "email", &sealed).unwrap(), b"alice@example.org");
+        assert_eq!(
+            key().open(subject, "email", &sealed).unwrap(),
+            b"alice@example.org"
+        );
         assert!(!sealed.ciphertext.contains("alice"));
     }
 
@@ -78,9 +102,15 @@ mod tests {
     fn sealed_value_is_bound_to_field_and_subject() {
         let subject = Uuid::from_u128(1);
         let sealed = key().seal(subject, "email", b"alice@example.org");
-        assert!(matches!(key().open(subject, "name", &sealed), Err(CryptoError::Authentication)));
+        assert!(matches!(
+            key().open(subject, "name", &sealed),
+            Err(CryptoError::Authentication)
+        ));
         let other = Uuid::from_u128(2);
-        assert!(matches!(key().open(other, "email", &sealed), Err(CryptoError::Authentication)));
+        assert!(matches!(
+            key().open(other, "email", &sealed),
+            Err(CryptoError::Authentication)
+        ));
     }
 
     #[test]
@@ -90,7 +120,10 @@ mod tests {
         let mut bytes = STANDARD.decode(&sealed.ciphertext).unwrap();
         bytes[0] ^= 1;
         sealed.ciphertext = STANDARD.encode(bytes);
-        assert!(matches!(key().open(subject, "email", &sealed), Err(CryptoError::Authentication)));
+        assert!(matches!(
+            key().open(subject, "email", &sealed),
+            Err(CryptoError::Authentication)
+        ));
     }
 
     #[test]

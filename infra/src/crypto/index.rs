@@ -22,7 +22,10 @@ impl BlindIndex {
             .decode(secret.expose_secret().trim())
             .map_err(|_| "MEDFLOW_INDEX_KEY is not valid base64".to_owned())?;
         if bytes.len() != 32 {
-            return Err(format!("MEDFLOW_INDEX_KEY must decode to 32 bytes, got {}", bytes.len()));
+            return Err(format!(
+                "MEDFLOW_INDEX_KEY must decode to 32 bytes, got {}",
+                bytes.len()
+            ));
         }
         let mac = Hmac::<Sha256>::new_from_slice(&bytes).expect("HMAC accepts any key length");
         Ok(Self { mac })
@@ -71,6 +74,9 @@ mod tests {
     #[test]
     fn short_key_is_rejected() {
         let error = BlindIndex::from_base64(&SecretString::from(STANDARD.encode([1u8; 16]))).err();
-        assert_eq!(error.as_deref(), Some("MEDFLOW_INDEX_KEY must decode to 32 bytes, got 16"));
+        assert_eq!(
+            error.as_deref(),
+            Some("MEDFLOW_INDEX_KEY must decode to 32 bytes, got 16")
+        );
     }
 }

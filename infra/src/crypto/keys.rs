@@ -41,12 +41,24 @@ impl MasterKeys {
     pub fn parse(secret: &SecretString) -> Result<Self, String> {
         let mut keys = HashMap::new();
         let mut current_id = None;
-        for entry in secret.expose_secret().split(',').map(str::trim).filter(|e| !e.is_empty()) {
-            let (id, encoded) = entry
-                .split_once(':')
-                .ok_or_else(|| "MEDFLOW_MASTER_KEYS entries must look like id:base64key".to_owned())?;
-            if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                return Err("MEDFLOW_MASTER_KEYS key ids may contain only letters, digits, '-' and '_'".to_owned());
+        for entry in secret
+            .expose_secret()
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        {
+            let (id, encoded) = entry.split_once(':').ok_or_else(|| {
+                "MEDFLOW_MASTER_KEYS entries must look like id:base64key".to_owned()
+            })?;
+            if id.is_empty()
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(
+                    "MEDFLOW_MASTER_KEYS key ids may contain only letters, digits, '-' and '_'"
+                        .to_owned(),
+                );
             }
             let bytes = STANDARD
                 .decode(encoded)
@@ -57,7 +69,13 @@ impl MasterKeys {
                     bytes.len()
                 ));
             }
-            if keys.insert(id.to_owned(), Aes256Gcm::new_from_slice(&bytes).expect("32-byte key")).is_some() {
+            if keys
+                .insert(
+                    id.to_owned(),
+                    Aes256Gcm::new_from_slice(&bytes).expect("32-byte key"),
+                )
+                .is_some()
+            {
                 return Err(format!("MEDFLOW_MASTER_KEYS lists key id '{id}' twice"));
             }
             current_id.get_or_insert_with(|| id.to_owned());
@@ -77,13 +95,24 @@ impl MasterKeys {
         let mut wrapped = nonce.to_vec();
         wrapped.extend(
             master
-                .encrypt(&nonce, Payload { msg: data_key, aad: &aad })
+                .encrypt(
+                    &nonce,
+                    Payload {
+                        msg: data_key,
+                        aad: &aad,
+                    },
+                )
                 .expect("AES-GCM encryption of 32 bytes cannot fail"),
         );
         wrapped
     }
 
-    fn unwrap(&self, key_id: Uuid, master_id: &str, wrapped: &[u8]) -> Result<[u8; 32], CryptoError> {
+    fn unwrap(
+        &self,
+        key_id: Uuid,
+        master_id: &str,
+        wrapped: &[u8],
+    ) -> Result<[u8; 32], CryptoError> {
         let master = self
             .keys
             .get(master_id)
@@ -94,7 +123,13 @@ impl MasterKeys {
         let (nonce, ciphertext) = wrapped.split_at(12);
         let aad = wrap_aad(key_id, master_id);
         let plain = master
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: ciphertext, aad: &aad })
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: &aad,
+                },
+            )
             .map_err(|_| CryptoError::Authentication)?;
         plain.try_into().map_err(|_| CryptoError::Encoding)
     }
@@ -142,14 +177,23 @@ impl KeyRing {
 
     fn remember(&self, subject: Uuid, key: &DataKey) {
         let loaded_at = Instant::now();
-        self.by_key_id
-            .lock()
-            .expect("key cache lock poisoned")
-            .put(key.key_id, CachedKey { key: key.clone(), loaded_at });
+        self.by_key_id.lock().expect("key cache lock poisoned").put(
+            key.key_id,
+            CachedKey {
+                key: key.clone(),
+                loaded_at,
+            },
+        );
         self.by_subject
             .lock()
             .expect("key cache lock poisoned")
-            .put(subject, CachedKey { key: key.clone(), loaded_at });
+            .put(
+                subject,
+                CachedKey {
+                    key: key.clone(),
+                    loaded_at,
+                },
+            );
     }
 
     /// Returns the subject's active data key, creating it on first use. Concurrent
@@ -209,24 +253,48 @@ impl KeyRing {
         };
         let bytes = self.masters.unwrap(key_id, &master_id, &wrapped)?;
         let key = DataKey::from_bytes(key_id, &bytes);
-        self.by_key_id
-            .lock()
-            .expect("key cache lock poisoned")
-            .put(key_id, CachedKey { key: key.clone(), loaded_at: Instant::now() });
+        self.by_key_id.lock().expect("key cache lock poisoned").put(
+            key_id,
+            CachedKey {
+                key: key.clone(),
+                loaded_at: Instant::now(),
+            },
+        );
         Ok(key)
     }
 
-    pub async fn seal(&self, subject: Uuid, field: &str, plaintext: &[u8]) -> Result<SealedValue, CryptoError> {
-        Ok(self.key_for_subject(subject).await?.seal(subject, field, plaintext))
+    pub async fn seal(
+        &self,
+        subject: Uuid,
+        field: &str,
+        plaintext: &[u8],
+    ) -> Result<SealedValue, CryptoError> {
+        Ok(self
+            .key_for_subject(subject)
+            .await?
+            .seal(subject, field, plaintext))
     }
 
-    pub async fn open(&self, subject: Uuid, field: &str, sealed: &SealedValue) -> Result<Vec<u8>, CryptoError> {
-        self.key_by_id(sealed.key_id).await?.open(subject, field, sealed)
+    pub async fn open(
+        &self,
+        subject: Uuid,
+        field: &str,
+        sealed: &SealedValue,
+    ) -> Result<Vec<u8>, CryptoError> {
+        self.key_by_id(sealed.key_id)
+            .await?
+            .open(subject, field, sealed)
     }
 
     /// Opens a sealed value whose plaintext is UTF-8 text.
-    pub async fn open_text(&self, subject: Uuid, field: &str, sealed: &SealedValue) -> Result<String, CryptoError> {
-        String::from_utf8(self.open(subject, field, sealed).await?).map_err(|_| CryptoError::Encoding)
+    pub async fn open_text(
+        &self,
+        subject: Uuid,
+        field: &str,
+        sealed: &SealedValue,
+    ) -> Result<String, CryptoError> {
+        String::from_utf8(self.open(subject, field, sealed).await?)
+            .map_err(|_| CryptoError::Encoding)
     }
 
     /// Id of the master key that wraps new data keys.
@@ -280,8 +348,14 @@ impl KeyRing {
                 &[&subject],
             )
             .await?;
-        self.by_subject.lock().expect("key cache lock poisoned").pop(&subject);
-        self.by_key_id.lock().expect("key cache lock poisoned").clear();
+        self.by_subject
+            .lock()
+            .expect("key cache lock poisoned")
+            .pop(&subject);
+        self.by_key_id
+            .lock()
+            .expect("key cache lock poisoned")
+            .clear();
         Ok(destroyed)
     }
 }
@@ -296,7 +370,11 @@ mod tests {
 
     #[test]
     fn master_keys_first_entry_is_current() {
-        let raw = format!("new:{},old:{}", STANDARD.encode([1u8; 32]), STANDARD.encode([2u8; 32]));
+        let raw = format!(
+            "new:{},old:{}",
+            STANDARD.encode([1u8; 32]),
+            STANDARD.encode([2u8; 32])
+        );
         let keys = MasterKeys::parse(&secret(&raw)).unwrap();
         assert_eq!(keys.current_id(), "new");
     }
@@ -305,19 +383,30 @@ mod tests {
     fn master_keys_reject_bad_entries() {
         let cases = [
             ("", "MEDFLOW_MASTER_KEYS is empty"),
-            ("k1", "MEDFLOW_MASTER_KEYS entries must look like id:base64key"),
+            (
+                "k1",
+                "MEDFLOW_MASTER_KEYS entries must look like id:base64key",
+            ),
             ("k1:%%%", "MEDFLOW_MASTER_KEYS key 'k1' is not valid base64"),
         ];
         for (raw, expected) in cases {
-            assert_eq!(MasterKeys::parse(&secret(raw)).err().as_deref(), Some(expected), "input {raw:?}");
+            assert_eq!(
+                MasterKeys::parse(&secret(raw)).err().as_deref(),
+                Some(expected),
+                "input {raw:?}"
+            );
         }
         let short = format!("k1:{}", STANDARD.encode([1u8; 16]));
-        assert!(MasterKeys::parse(&secret(&short)).err().unwrap().contains("32 bytes, got 16"));
+        assert!(MasterKeys::parse(&secret(&short))
+            .err()
+            .unwrap()
+            .contains("32 bytes, got 16"));
     }
 
     #[test]
     fn wrapped_key_unwraps_under_old_master_after_rotation() {
-        let old = MasterKeys::parse(&secret(&format!("old:{}", STANDARD.encode([2u8; 32])))).unwrap();
+        let old =
+            MasterKeys::parse(&secret(&format!("old:{}", STANDARD.encode([2u8; 32])))).unwrap();
         let key_id = Uuid::from_u128(5);
         let wrapped = old.wrap(key_id, &[7u8; 32]);
         let rotated = MasterKeys::parse(&secret(&format!(
@@ -327,6 +416,9 @@ mod tests {
         )))
         .unwrap();
         assert_eq!(rotated.unwrap(key_id, "old", &wrapped).unwrap(), [7u8; 32]);
-        assert!(matches!(rotated.unwrap(key_id, "new", &wrapped), Err(CryptoError::Authentication)));
+        assert!(matches!(
+            rotated.unwrap(key_id, "new", &wrapped),
+            Err(CryptoError::Authentication)
+        ));
     }
 }

@@ -42,7 +42,11 @@ impl PasswordHasher {
     }
 
     pub async fn hash(&self, password: &Password) -> Result<String, CryptoError> {
-        let _permit = self.permits.acquire().await.map_err(|_| CryptoError::Hashing)?;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| CryptoError::Hashing)?;
         let password = password.expose().to_owned();
         tokio::task::spawn_blocking(move || hash_blocking(&password))
             .await
@@ -52,8 +56,16 @@ impl PasswordHasher {
     /// Checks `password` against `stored`, or against the decoy hash when there is no
     /// stored hash, so both cases cost one full scrypt evaluation. The comparison of
     /// the derived key is constant-time (password-hash's `Output` equality).
-    pub async fn verify(&self, password: &str, stored: Option<String>) -> Result<bool, CryptoError> {
-        let _permit = self.permits.acquire().await.map_err(|_| CryptoError::Hashing)?;
+    pub async fn verify(
+        &self,
+        password: &str,
+        stored: Option<String>,
+    ) -> Result<bool, CryptoError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| CryptoError::Hashing)?;
         let known = stored.is_some();
         let phc = stored.unwrap_or_else(|| self.decoy_hash.as_str().to_owned());
         let password = password.to_owned();
@@ -72,7 +84,8 @@ fn hash_blocking(password: &str) -> Result<String, CryptoError> {
     let mut salt = [0u8; SALT_LEN];
     OsRng.fill_bytes(&mut salt);
     let salt = SaltString::encode_b64(&salt).map_err(|_| CryptoError::Hashing)?;
-    let params = Params::new(LOG_N, R, P, Params::RECOMMENDED_LEN).map_err(|_| CryptoError::Hashing)?;
+    let params =
+        Params::new(LOG_N, R, P, Params::RECOMMENDED_LEN).map_err(|_| CryptoError::Hashing)?;
     Scrypt
         .hash_password_customized(password.as_bytes(), None, None, params, &salt)
         .map(|hash| hash.to_string())
@@ -90,9 +103,23 @@ mod tests {
         let phc = hasher.hash(&password).await.unwrap();
         assert!(phc.starts_with("$scrypt$ln=17,r=8,p=1$"), "{phc}");
         let parsed = PasswordHash::new(&phc).unwrap();
-        assert_eq!(parsed.salt.unwrap().decode_b64(&mut [0u8; 64]).unwrap().len(), SALT_LEN);
-        assert!(hasher.verify("violet lantern harbor mosaic", Some(phc.clone())).await.unwrap());
-        assert!(!hasher.verify("violet lantern harbor mosaik", Some(phc)).await.unwrap());
+        assert_eq!(
+            parsed
+                .salt
+                .unwrap()
+                .decode_b64(&mut [0u8; 64])
+                .unwrap()
+                .len(),
+            SALT_LEN
+        );
+        assert!(hasher
+            .verify("violet lantern harbor mosaic", Some(phc.clone()))
+            .await
+            .unwrap());
+        assert!(!hasher
+            .verify("violet lantern harbor mosaik", Some(phc))
+            .await
+            .unwrap());
     }
 
     #[tokio::test]

@@ -53,13 +53,19 @@ impl FromRequest for Authenticated {
         let store = request.app_data::<web::Data<SessionStore>>().cloned();
         let root_span = request.extensions().get::<RootSpan>().cloned();
         Box::pin(async move {
-            let token = token.ok_or(ApiError::Unauthorized("send 'Authorization: Bearer <session token>'"))?;
-            let store = store.ok_or_else(|| ApiError::internal(anyhow::anyhow!("SessionStore is not registered")))?;
+            let token = token.ok_or(ApiError::Unauthorized(
+                "send 'Authorization: Bearer <session token>'",
+            ))?;
+            let store = store.ok_or_else(|| {
+                ApiError::internal(anyhow::anyhow!("SessionStore is not registered"))
+            })?;
             let session = store
                 .authenticate(&token)
                 .await
                 .map_err(ApiError::internal)?
-                .ok_or(ApiError::Unauthorized("the session is unknown, expired or logged out; log in again"))?;
+                .ok_or(ApiError::Unauthorized(
+                    "the session is unknown, expired or logged out; log in again",
+                ))?;
             if let Some(span) = root_span {
                 span.record("actor_id", tracing::field::display(session.account_id));
                 span.record("actor_role", session.role.as_str());

@@ -67,7 +67,10 @@ pub fn postgres_check(pool: Pool) -> Check {
     Arc::new(move || {
         let pool = pool.clone();
         Box::pin(async move {
-            let client = pool.get().await.map_err(|error| format!("connection failed: {error}"))?;
+            let client = pool
+                .get()
+                .await
+                .map_err(|error| format!("connection failed: {error}"))?;
             client
                 .simple_query("SELECT 1")
                 .await

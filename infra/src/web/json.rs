@@ -64,11 +64,21 @@ pub struct Field {
 
 impl Field {
     pub const fn required(name: &'static str, kind: JsonKind) -> Self {
-        Self { name, kind, required: true, sensitive: false }
+        Self {
+            name,
+            kind,
+            required: true,
+            sensitive: false,
+        }
     }
 
     pub const fn sensitive(name: &'static str, kind: JsonKind) -> Self {
-        Self { name, kind, required: true, sensitive: true }
+        Self {
+            name,
+            kind,
+            required: true,
+            sensitive: true,
+        }
     }
 }
 
@@ -98,9 +108,18 @@ impl<T: RequestBody + 'static> FromRequest for JsonBody<T> {
             .to_owned();
         let mut payload = payload.take();
         Box::pin(async move {
-            let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            let essence = content_type
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
             if essence != "application/json" {
-                let shown = if content_type.is_empty() { "none" } else { content_type.as_str() };
+                let shown = if content_type.is_empty() {
+                    "none"
+                } else {
+                    content_type.as_str()
+                };
                 return Err(ApiError::UnsupportedMediaType(format!(
                     "Content-Type is '{shown}'; send application/json"
                 )));
@@ -121,7 +140,11 @@ impl<T: RequestBody + 'static> FromRequest for JsonBody<T> {
 /// Deserializes `body`, naming every field that does not fit `T::FIELDS`.
 pub fn parse<T: RequestBody>(body: &[u8]) -> Result<T, ApiError> {
     let value: Value = serde_json::from_slice(body).map_err(|error| {
-        ApiError::MalformedBody(format!("syntax error at line {} column {}", error.line(), error.column()))
+        ApiError::MalformedBody(format!(
+            "syntax error at line {} column {}",
+            error.line(),
+            error.column()
+        ))
     })?;
     let Value::Object(object) = &value else {
         return Err(ApiError::Validation(vec![FieldError::new(
@@ -133,12 +156,13 @@ pub fn parse<T: RequestBody>(body: &[u8]) -> Result<T, ApiError> {
     let mut errors = Vec::new();
     for field in T::FIELDS {
         match object.get(field.name) {
-            None | Some(Value::Null) if field.required => errors.push(FieldError::new(field.name, "is required")),
+            None | Some(Value::Null) if field.required => {
+                errors.push(FieldError::new(field.name, "is required"))
+            }
             None | Some(Value::Null) => {}
-            Some(found) if !field.kind.matches(found) => errors.push(FieldError::new(
-                field.name,
-                wrong_type(field, found),
-            )),
+            Some(found) if !field.kind.matches(found) => {
+                errors.push(FieldError::new(field.name, wrong_type(field, found)))
+            }
             Some(_) => {}
         }
     }
@@ -179,8 +203,13 @@ fn wrong_type(field: &Field, found: &Value) -> String {
     let expected = field.kind.article();
     let got = describe_type(found);
     match found {
-        Value::String(text) if !field.sensitive => format!("must be {expected}, got the string '{}'", truncate(text, 40)),
-        Value::Number(number) if !field.sensitive => format!("must be {expected}, got the number {number}"),
+        Value::String(text) if !field.sensitive => format!(
+            "must be {expected}, got the string '{}'",
+            truncate(text, 40)
+        ),
+        Value::Number(number) if !field.sensitive => {
+            format!("must be {expected}, got the number {number}")
+        }
         Value::Bool(flag) if !field.sensitive => format!("must be {expected}, got {flag}"),
         _ => format!("must be {expected}, got {got}"),
     }
@@ -222,7 +251,10 @@ mod tests {
 
     fn fields_of(error: ApiError) -> Vec<(String, String)> {
         match error {
-            ApiError::Validation(errors) => errors.into_iter().map(|error| (error.field, error.detail)).collect(),
+            ApiError::Validation(errors) => errors
+                .into_iter()
+                .map(|error| (error.field, error.detail))
+                .collect(),
             other => panic!("expected a validation error, got {other:?}"),
         }
     }
@@ -236,15 +268,37 @@ mod tests {
 
     #[test]
     fn wrong_types_are_named_without_sensitive_values() {
-        let fields = fields_of(parse::<Body>(br#"{"email": 5, "password": 987654321, "age": "old"}"#).unwrap_err());
-        assert_eq!(fields[0], ("email".to_owned(), "must be a string, got a number".to_owned()));
-        assert_eq!(fields[1], ("password".to_owned(), "must be a string, got a number".to_owned()));
-        assert_eq!(fields[2], ("age".to_owned(), "must be an integer, got the string 'old'".to_owned()));
+        let fields = fields_of(
+            parse::<Body>(br#"{"email": 5, "password": 987654321, "age": "old"}"#).unwrap_err(),
+        );
+        assert_eq!(
+            fields[0],
+            (
+                "email".to_owned(),
+                "must be a string, got a number".to_owned()
+            )
+        );
+        assert_eq!(
+            fields[1],
+            (
+                "password".to_owned(),
+                "must be a string, got a number".to_owned()
+            )
+        );
+        assert_eq!(
+            fields[2],
+            (
+                "age".to_owned(),
+                "must be an integer, got the string 'old'".to_owned()
+            )
+        );
     }
 
     #[test]
     fn serde_range_error_hides_the_value() {
-        let fields = fields_of(parse::<Body>(br#"{"email": "a", "password": "b", "age": 300}"#).unwrap_err());
+        let fields = fields_of(
+            parse::<Body>(br#"{"email": "a", "password": "b", "age": 300}"#).unwrap_err(),
+        );
         assert_eq!(fields[0].0, "age");
         assert!(!fields[0].1.contains("300"), "{}", fields[0].1);
     }
@@ -252,19 +306,38 @@ mod tests {
     #[test]
     fn non_object_body_is_rejected() {
         let fields = fields_of(parse::<Body>(b"[]").unwrap_err());
-        assert_eq!(fields[0], ("body".to_owned(), "must be a JSON object, got an array".to_owned()));
+        assert_eq!(
+            fields[0],
+            (
+                "body".to_owned(),
+                "must be a JSON object, got an array".to_owned()
+            )
+        );
     }
 
     #[test]
     fn syntax_error_is_malformed_body() {
-        assert!(matches!(parse::<Body>(br#"{"email": "#), Err(ApiError::MalformedBody(_))));
-        assert!(matches!(parse::<Body>(br#"{"email": "a"} x"#), Err(ApiError::MalformedBody(_))));
+        assert!(matches!(
+            parse::<Body>(br#"{"email": "#),
+            Err(ApiError::MalformedBody(_))
+        ));
+        assert!(matches!(
+            parse::<Body>(br#"{"email": "a"} x"#),
+            Err(ApiError::MalformedBody(_))
+        ));
     }
 
     #[test]
     fn unknown_field_is_rejected() {
-        let fields = fields_of(parse::<Body>(br#"{"email": "a", "password": "b", "age": 3, "role": "admin"}"#).unwrap_err());
+        let fields = fields_of(
+            parse::<Body>(br#"{"email": "a", "password": "b", "age": 3, "role": "admin"}"#)
+                .unwrap_err(),
+        );
         assert_eq!(fields[0].0, "role");
-        assert!(fields[0].1.contains("expected email, password, age"), "{}", fields[0].1);
+        assert!(
+            fields[0].1.contains("expected email, password, age"),
+            "{}",
+            fields[0].1
+        );
     }
 }

@@ -21,5 +21,8 @@ pub fn http_metrics(namespace: &str, registry: Registry) -> anyhow::Result<Prome
 
 /// Registers `GET /metrics`; its empty body is replaced by the metrics middleware.
 pub fn metrics_route(config: &mut actix_web::web::ServiceConfig) {
-    config.route("/metrics", actix_web::web::get().to(actix_web::HttpResponse::Ok));
+    config.route(
+        "/metrics",
+        actix_web::web::get().to(actix_web::HttpResponse::Ok),
+    );
 }

@@ -29,7 +29,9 @@ pub fn serve(addr: SocketAddr, registry: Registry, readiness: Readiness) -> anyh
 async fn metrics(registry: web::Data<Registry>) -> HttpResponse {
     let mut buffer = Vec::new();
     match TextEncoder::new().encode(&registry.gather(), &mut buffer) {
-        Ok(()) => HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(buffer),
+        Ok(()) => HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4")
+            .body(buffer),
         Err(error) => {
             tracing::error!(%error, "failed to encode metrics");
             HttpResponse::InternalServerError().finish()

@@ -66,7 +66,11 @@ pub enum ApiError {
 }
 
 fn describe_fields(errors: &[FieldError]) -> String {
-    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl ApiError {
@@ -81,7 +85,9 @@ impl ApiError {
     fn kind(&self) -> (&'static str, &'static str) {
         match self {
             ApiError::MalformedBody(_) => ("malformed-body", "Malformed request body"),
-            ApiError::UnsupportedMediaType(_) => ("unsupported-media-type", "Unsupported media type"),
+            ApiError::UnsupportedMediaType(_) => {
+                ("unsupported-media-type", "Unsupported media type")
+            }
             ApiError::PayloadTooLarge { .. } => ("payload-too-large", "Payload too large"),
             ApiError::Validation(_) => ("validation", "Invalid request"),
             ApiError::Unauthorized(_) => ("unauthorized", "Authentication required"),
@@ -118,7 +124,8 @@ impl ResponseError for ApiError {
         let detail = match self {
             ApiError::Internal(error) => {
                 tracing::error!(request_id = request_id.as_deref().unwrap_or("-"), error = ?error, "request failed");
-                "the server failed to process the request; report the request id if it persists".to_owned()
+                "the server failed to process the request; report the request id if it persists"
+                    .to_owned()
             }
             other => other.to_string(),
         };
@@ -150,7 +157,8 @@ impl ResponseError for ApiError {
                 response.insert_header((header::RETRY_AFTER, "1"));
             }
             ApiError::Unauthorized(_) => {
-                response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+                response
+                    .insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
             }
             _ => {}
         }

@@ -37,7 +37,9 @@ where
     type Future = Ready<Result<Self::Transform, Self::InitError>>;
 
     fn new_transform(&self, service: S) -> Self::Future {
-        ready(Ok(RequestIdService { service: Rc::new(service) }))
+        ready(Ok(RequestIdService {
+            service: Rc::new(service),
+        }))
     }
 }
 
@@ -67,7 +69,9 @@ where
             // call, so their problem bodies can read the request id from the scope.
             let mut response = service.call(request).await?;
             if let Ok(value) = HeaderValue::from_str(&id) {
-                response.headers_mut().insert(HeaderName::from_static(HEADER), value);
+                response
+                    .headers_mut()
+                    .insert(HeaderName::from_static(HEADER), value);
             }
             Ok(response)
         }))

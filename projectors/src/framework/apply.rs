@@ -27,7 +27,13 @@ pub async fn apply_event(
             &[&lock_key(projection.name())],
         )
         .await?;
-    let last = last_sequence(&transaction, projection.name(), &event.aggregate_type, &event.aggregate_id).await?;
+    let last = last_sequence(
+        &transaction,
+        projection.name(),
+        &event.aggregate_type,
+        &event.aggregate_id,
+    )
+    .await?;
     if event.sequence <= last {
         transaction.commit().await?;
         return Ok(Applied::Duplicate);
@@ -104,7 +110,15 @@ async fn missing_events(
          ORDER BY sequence"
     );
     let rows = transaction
-        .query(&query, &[&event.aggregate_type, &event.aggregate_id, &after_sequence, &event.sequence])
+        .query(
+            &query,
+            &[
+                &event.aggregate_type,
+                &event.aggregate_id,
+                &after_sequence,
+                &event.sequence,
+            ],
+        )
         .await?;
     let events: Vec<StoredEvent> = rows
         .iter()

@@ -15,19 +15,31 @@ impl ProjectorMetrics {
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
         let metrics = Self {
             applied: IntCounterVec::new(
-                Opts::new("medflow_projector_applied_events_total", "Events applied to a read model"),
+                Opts::new(
+                    "medflow_projector_applied_events_total",
+                    "Events applied to a read model",
+                ),
                 &["projection"],
             )?,
             duplicates: IntCounterVec::new(
-                Opts::new("medflow_projector_duplicate_events_total", "Redelivered events skipped by sequence"),
+                Opts::new(
+                    "medflow_projector_duplicate_events_total",
+                    "Redelivered events skipped by sequence",
+                ),
                 &["projection"],
             )?,
             failures: IntCounterVec::new(
-                Opts::new("medflow_projector_failures_total", "Failed attempts to apply an event"),
+                Opts::new(
+                    "medflow_projector_failures_total",
+                    "Failed attempts to apply an event",
+                ),
                 &["projection"],
             )?,
             lag: IntGaugeVec::new(
-                Opts::new("medflow_projector_lag_messages", "Kafka consumer lag of a projection per partition"),
+                Opts::new(
+                    "medflow_projector_lag_messages",
+                    "Kafka consumer lag of a projection per partition",
+                ),
                 &["projection", "topic", "partition"],
             )?,
         };

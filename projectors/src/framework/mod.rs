@@ -28,7 +28,8 @@ pub trait Projection: Send + Sync + 'static {
 
     /// Applies one event inside the framework's transaction. Called at most once per
     /// (aggregate, sequence), in sequence order per aggregate.
-    async fn apply(&self, transaction: &Transaction<'_>, event: &StoredEvent) -> anyhow::Result<()>;
+    async fn apply(&self, transaction: &Transaction<'_>, event: &StoredEvent)
+        -> anyhow::Result<()>;
 }
 
 /// Advisory lock key shared by a projection's writers (shared mode) and its rebuild

@@ -16,16 +16,28 @@ const FETCH_SIZE: i64 = 2000;
 pub async fn rebuild(client: &mut Client, projection: &dyn Projection) -> anyhow::Result<u64> {
     let transaction = client.transaction().await?;
     transaction
-        .execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&lock_key(projection.name())])
+        .execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            &[&lock_key(projection.name())],
+        )
         .await?;
     for table in projection.tables() {
-        transaction.batch_execute(&format!("TRUNCATE {table}")).await?;
+        transaction
+            .batch_execute(&format!("TRUNCATE {table}"))
+            .await?;
     }
     transaction
-        .execute("DELETE FROM projection_offsets WHERE projection = $1", &[&projection.name()])
+        .execute(
+            "DELETE FROM projection_offsets WHERE projection = $1",
+            &[&projection.name()],
+        )
         .await?;
 
-    let types: Vec<String> = projection.aggregate_types().iter().map(|t| (*t).to_owned()).collect();
+    let types: Vec<String> = projection
+        .aggregate_types()
+        .iter()
+        .map(|t| (*t).to_owned())
+        .collect();
     // Per aggregate, global position order equals sequence order: a later event can
     // only be inserted after the earlier one committed.
     let declare = format!(
@@ -38,7 +50,9 @@ pub async fn rebuild(client: &mut Client, projection: &dyn Projection) -> anyhow
     let mut replayed = 0u64;
     let mut last_per_aggregate: HashMap<(String, String), i64> = HashMap::new();
     loop {
-        let rows = transaction.query(&format!("FETCH {FETCH_SIZE} FROM replay"), &[]).await?;
+        let rows = transaction
+            .query(&format!("FETCH {FETCH_SIZE} FROM replay"), &[])
+            .await?;
         if rows.is_empty() {
             break;
         }
@@ -51,9 +65,20 @@ pub async fn rebuild(client: &mut Client, projection: &dyn Projection) -> anyhow
     }
     transaction.execute("CLOSE replay", &[]).await?;
     for ((aggregate_type, aggregate_id), sequence) in &last_per_aggregate {
-        save_sequence(&transaction, projection.name(), aggregate_type, aggregate_id, *sequence).await?;
+        save_sequence(
+            &transaction,
+            projection.name(),
+            aggregate_type,
+            aggregate_id,
+            *sequence,
+        )
+        .await?;
     }
     transaction.commit().await?;
-    tracing::info!(projection = projection.name(), events = replayed, "projection rebuilt");
+    tracing::info!(
+        projection = projection.name(),
+        events = replayed,
+        "projection rebuilt"
+    );
     Ok(replayed)
 }

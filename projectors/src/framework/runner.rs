@@ -41,12 +41,18 @@ pub async fn run(
         .map(|aggregate_type| kafka::topic_for(&settings, aggregate_type))
         .collect();
     wait_for_topics(&settings, &topics, &shutdown).await;
-    let consumer: Arc<StreamConsumer> = Arc::new(kafka::consumer_config(&settings, &group_id(&settings, name)).create()?);
+    let consumer: Arc<StreamConsumer> =
+        Arc::new(kafka::consumer_config(&settings, &group_id(&settings, name)).create()?);
     let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topic_refs)?;
     tracing::info!(projection = name, topics = ?topics, "projector started");
 
-    let lag_task = tokio::spawn(report_lag(Arc::clone(&consumer), name, metrics.clone(), shutdown.clone()));
+    let lag_task = tokio::spawn(report_lag(
+        Arc::clone(&consumer),
+        name,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
     loop {
         let message = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -87,7 +93,9 @@ async fn handle(
     let name = projection.name();
     let decoded = match message.payload() {
         None => Err("empty payload".to_owned()),
-        Some(payload) => serde_json::from_slice::<StoredEvent>(payload).map_err(|error| error.to_string()),
+        Some(payload) => {
+            serde_json::from_slice::<StoredEvent>(payload).map_err(|error| error.to_string())
+        }
     };
     let event = match decoded {
         Ok(event) => event,
@@ -134,13 +142,20 @@ async fn handle(
     }
 }
 
-async fn wait_for_topics(settings: &KafkaSettings, topics: &[String], shutdown: &CancellationToken) {
+async fn wait_for_topics(
+    settings: &KafkaSettings,
+    topics: &[String],
+    shutdown: &CancellationToken,
+) {
     let mut backoff = Duration::from_millis(200);
     while !shutdown.is_cancelled() {
         match kafka::ensure_topics(settings, topics).await {
             Ok(()) => return,
             Err(error) => {
-                tracing::warn!(error = format!("{error:#}"), "Kafka topics unavailable; retrying");
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "Kafka topics unavailable; retrying"
+                );
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
@@ -148,13 +163,21 @@ async fn wait_for_topics(settings: &KafkaSettings, topics: &[String], shutdown: 
     }
 }
 
-async fn report_lag(consumer: Arc<StreamConsumer>, name: &'static str, metrics: ProjectorMetrics, shutdown: CancellationToken) {
+async fn report_lag(
+    consumer: Arc<StreamConsumer>,
+    name: &'static str,
+    metrics: ProjectorMetrics,
+    shutdown: CancellationToken,
+) {
     while !shutdown.is_cancelled() {
         let consumer = Arc::clone(&consumer);
         let lags = tokio::task::spawn_blocking(move || partition_lags(&consumer)).await;
         if let Ok(Ok(lags)) = lags {
             for (topic, partition, lag) in lags {
-                metrics.lag.with_label_values(&[name, &topic, &partition.to_string()]).set(lag);
+                metrics
+                    .lag
+                    .with_label_values(&[name, &topic, &partition.to_string()])
+                    .set(lag);
             }
         }
         tokio::time::sleep(LAG_REFRESH).await;
@@ -166,12 +189,20 @@ fn partition_lags(consumer: &StreamConsumer) -> anyhow::Result<Vec<(String, i32,
     let committed = consumer.committed_offsets(assignment, Duration::from_secs(2))?;
     let mut lags = Vec::new();
     for element in committed.elements() {
-        let (_, high) = consumer.fetch_watermarks(element.topic(), element.partition(), Duration::from_secs(2))?;
+        let (_, high) = consumer.fetch_watermarks(
+            element.topic(),
+            element.partition(),
+            Duration::from_secs(2),
+        )?;
         let position = match element.offset() {
             Offset::Offset(offset) => offset,
             _ => 0,
         };
-        lags.push((element.topic().to_owned(), element.partition(), (high - position).max(0)));
+        lags.push((
+            element.topic().to_owned(),
+            element.partition(),
+            (high - position).max(0),
+        ));
     }
     Ok(lags)
 }

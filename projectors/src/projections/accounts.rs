@@ -24,7 +24,11 @@ impl Projection for AccountsProjection {
         &["account_directory"]
     }
 
-    async fn apply(&self, transaction: &Transaction<'_>, event: &StoredEvent) -> anyhow::Result<()> {
+    async fn apply(
+        &self,
+        transaction: &Transaction<'_>,
+        event: &StoredEvent,
+    ) -> anyhow::Result<()> {
         anyhow::ensure!(
             event.event_version == "1",
             "unsupported {} version {}",

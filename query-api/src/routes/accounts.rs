@@ -4,7 +4,7 @@ use actix_web::{get, web, HttpResponse};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use medflow_domain::values::{Role, truncate};
+use medflow_domain::values::{truncate, Role};
 use medflow_domain::FieldError;
 use medflow_infra::web::auth::Authenticated;
 use medflow_infra::web::problem::Problem;
@@ -43,7 +43,15 @@ pub async fn me(
 ) -> Result<HttpResponse, ApiError> {
     let account_id = auth.session.account_id;
     if let Some((sequence, timeout)) = wait.parse(state.max_wait_ms)? {
-        wait_for(&state.pool, PROJECTION, AGGREGATE_TYPE, &account_id.to_string(), sequence, timeout).await?;
+        wait_for(
+            &state.pool,
+            PROJECTION,
+            AGGREGATE_TYPE,
+            &account_id.to_string(),
+            sequence,
+            timeout,
+        )
+        .await?;
     }
     let client = state.pool.get().await.map_err(ApiError::internal)?;
     let row = client
@@ -53,7 +61,11 @@ pub async fn me(
         )
         .await
         .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::NotFound("the account is not in the read model yet; retry with wait_for_sequence".to_owned()))?;
+        .ok_or_else(|| {
+            ApiError::NotFound(
+                "the account is not in the read model yet; retry with wait_for_sequence".to_owned(),
+            )
+        })?;
     Ok(HttpResponse::Ok().json(AccountView::from_row(&row, &state.keys).await?))
 }
 
@@ -119,15 +131,30 @@ pub async fn list_accounts(
     match (&params.wait_for_account, wait) {
         (Some(raw), Some((sequence, timeout))) => {
             let account = Uuid::parse_str(raw).map_err(|_| {
-                FieldError::new("wait_for_account", format!("'{}' is not a valid UUID", truncate(raw, 40)))
+                FieldError::new(
+                    "wait_for_account",
+                    format!("'{}' is not a valid UUID", truncate(raw, 40)),
+                )
             })?;
-            wait_for(&state.pool, PROJECTION, AGGREGATE_TYPE, &account.to_string(), sequence, timeout).await?;
+            wait_for(
+                &state.pool,
+                PROJECTION,
+                AGGREGATE_TYPE,
+                &account.to_string(),
+                sequence,
+                timeout,
+            )
+            .await?;
         }
         (Some(_), None) => {
-            return Err(FieldError::new("wait_for_sequence", "is required with wait_for_account").into());
+            return Err(
+                FieldError::new("wait_for_sequence", "is required with wait_for_account").into(),
+            );
         }
         (None, Some(_)) => {
-            return Err(FieldError::new("wait_for_account", "is required with wait_for_sequence").into());
+            return Err(
+                FieldError::new("wait_for_account", "is required with wait_for_sequence").into(),
+            );
         }
         (None, None) => {}
     }
@@ -149,18 +176,32 @@ pub async fn list_accounts(
     if let Some((registered_at, account_id)) = filter.after {
         values.push(Box::new(registered_at));
         values.push(Box::new(account_id));
-        conditions.push(format!("(registered_at, account_id) > (${}, ${})", values.len() - 1, values.len()));
+        conditions.push(format!(
+            "(registered_at, account_id) > (${}, ${})",
+            values.len() - 1,
+            values.len()
+        ));
     }
     values.push(Box::new(filter.limit + 1));
-    let where_clause = if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
+    let where_clause = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conditions.join(" AND "))
+    };
     let query = format!(
         "SELECT {ACCOUNT_COLUMNS} FROM account_directory {where_clause}
          ORDER BY registered_at, account_id LIMIT ${}",
         values.len()
     );
     let client = state.pool.get().await.map_err(ApiError::internal)?;
-    let parameters: Vec<&(dyn ToSql + Sync)> = values.iter().map(|value| value.as_ref() as &(dyn ToSql + Sync)).collect();
-    let rows = client.query(&query, &parameters).await.map_err(ApiError::internal)?;
+    let parameters: Vec<&(dyn ToSql + Sync)> = values
+        .iter()
+        .map(|value| value.as_ref() as &(dyn ToSql + Sync))
+        .collect();
+    let rows = client
+        .query(&query, &parameters)
+        .await
+        .map_err(ApiError::internal)?;
 
     let has_more = rows.len() as i64 > filter.limit;
     let mut accounts = Vec::with_capacity(rows.len());
@@ -171,7 +212,10 @@ pub async fn list_accounts(
         (true, Some(last)) => Some(encode_cursor(last.registered_at, last.account_id)),
         _ => None,
     };
-    Ok(HttpResponse::Ok().json(AccountPage { accounts, next_cursor }))
+    Ok(HttpResponse::Ok().json(AccountPage {
+        accounts,
+        next_cursor,
+    }))
 }
 
 struct Filter {
@@ -183,19 +227,30 @@ struct Filter {
 }
 
 impl Filter {
-    fn parse(params: &ListParams, index: &medflow_infra::crypto::index::BlindIndex) -> Result<Self, ApiError> {
+    fn parse(
+        params: &ListParams,
+        index: &medflow_infra::crypto::index::BlindIndex,
+    ) -> Result<Self, ApiError> {
         let mut errors = Vec::new();
-        let role = params.role.as_deref().map(|raw| Role::parse("role", raw)).transpose().unwrap_or_else(|error| {
-            errors.push(error);
-            None
-        });
+        let role = params
+            .role
+            .as_deref()
+            .map(|raw| Role::parse("role", raw))
+            .transpose()
+            .unwrap_or_else(|error| {
+                errors.push(error);
+                None
+            });
         let status = match params.status.as_deref() {
             None => None,
             Some(value @ ("active" | "suspended")) => Some(value.to_owned()),
             Some(other) => {
                 errors.push(FieldError::new(
                     "status",
-                    format!("'{}' is not a status; expected active or suspended", truncate(other, 40)),
+                    format!(
+                        "'{}' is not a status; expected active or suspended",
+                        truncate(other, 40)
+                    ),
                 ));
                 None
             }
@@ -217,7 +272,10 @@ impl Filter {
                 _ => {
                     errors.push(FieldError::new(
                         "limit",
-                        format!("'{}' is not an integer from 1 to {MAX_PAGE_SIZE}", truncate(raw, 40)),
+                        format!(
+                            "'{}' is not an integer from 1 to {MAX_PAGE_SIZE}",
+                            truncate(raw, 40)
+                        ),
                     ));
                     DEFAULT_PAGE_SIZE
                 }
@@ -228,13 +286,22 @@ impl Filter {
             Some(raw) => match decode_cursor(raw) {
                 Some(after) => Some(after),
                 None => {
-                    errors.push(FieldError::new("cursor", format!("'{}' is not a cursor from this API", truncate(raw, 40))));
+                    errors.push(FieldError::new(
+                        "cursor",
+                        format!("'{}' is not a cursor from this API", truncate(raw, 40)),
+                    ));
                     None
                 }
             },
         };
         if errors.is_empty() {
-            Ok(Self { role, status, email_index, limit, after })
+            Ok(Self {
+                role,
+                status,
+                email_index,
+                limit,
+                after,
+            })
         } else {
             Err(ApiError::Validation(errors))
         }
@@ -248,7 +315,10 @@ fn encode_cursor(registered_at: DateTime<Utc>, account_id: Uuid) -> String {
 fn decode_cursor(raw: &str) -> Option<(DateTime<Utc>, Uuid)> {
     let decoded = String::from_utf8(URL_SAFE_NO_PAD.decode(raw).ok()?).ok()?;
     let (time, id) = decoded.split_once('|')?;
-    Some((DateTime::parse_from_rfc3339(time).ok()?.with_timezone(&Utc), Uuid::parse_str(id).ok()?))
+    Some((
+        DateTime::parse_from_rfc3339(time).ok()?.with_timezone(&Utc),
+        Uuid::parse_str(id).ok()?,
+    ))
 }
 
 #[cfg(test)]
@@ -257,7 +327,9 @@ mod tests {
 
     #[test]
     fn cursor_round_trips() {
-        let time = DateTime::parse_from_rfc3339("2026-03-29T01:30:00.123456Z").unwrap().with_timezone(&Utc);
+        let time = DateTime::parse_from_rfc3339("2026-03-29T01:30:00.123456Z")
+            .unwrap()
+            .with_timezone(&Utc);
         let id = Uuid::from_u128(42);
         assert_eq!(decode_cursor(&encode_cursor(time, id)), Some((time, id)));
         assert_eq!(decode_cursor("not-a-cursor"), None);

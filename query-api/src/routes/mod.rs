@@ -13,7 +13,9 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 pub fn configure(config: &mut web::ServiceConfig) {
-    config.service(accounts::me).service(accounts::list_accounts);
+    config
+        .service(accounts::me)
+        .service(accounts::list_accounts);
 }
 
 /// An account as the directory shows it, personal data opened.
@@ -58,7 +60,12 @@ impl AccountView {
     }
 }
 
-async fn open(keys: &KeyRing, subject: Uuid, field: &str, sealed: serde_json::Value) -> Result<Option<String>, ApiError> {
+async fn open(
+    keys: &KeyRing,
+    subject: Uuid,
+    field: &str,
+    sealed: serde_json::Value,
+) -> Result<Option<String>, ApiError> {
     let sealed: SealedValue = serde_json::from_value(sealed).map_err(ApiError::internal)?;
     match keys.open_text(subject, field, &sealed).await {
         Ok(text) => Ok(Some(text)),
