@@ -8,7 +8,9 @@ use tokio_util::sync::CancellationToken;
 async fn main() -> anyhow::Result<()> {
     telemetry::init("relay");
     let settings = RelaySettings::parse();
-    let pool = db::pg_pool(&settings.database.url, settings.database.pool_size)?;
+    // One connection stays reserved for the relay's advisory lock, so the pool needs a
+    // second one for the work itself.
+    let pool = db::pg_pool(&settings.database.url, settings.database.pool_size.max(2))?;
     let registry = prometheus::Registry::new();
     let metrics = RelayMetrics::register(&registry)?;
     let readiness = web::health::Readiness::default()

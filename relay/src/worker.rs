@@ -32,43 +32,66 @@ impl Relay {
 
     /// Runs until `shutdown` is cancelled. Only one relay per name publishes at a time:
     /// the others wait on a PostgreSQL advisory lock, which a crashed holder's
-    /// connection releases.
+    /// connection releases. A relay whose lock connection breaks stops publishing and
+    /// competes for the lock again, with the checkpoint reloaded.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Some(_lock) = self.acquire_lock(&shutdown).await? else {
-            return Ok(());
-        };
         let mut publisher = Publisher::new(&self.settings.kafka)?;
-        let mut position = self.load_checkpoint(&shutdown).await?;
+        while !shutdown.is_cancelled() {
+            let Some(lock) = self.acquire_lock(&shutdown).await? else {
+                break;
+            };
+            self.publish_while_locked(&lock, &mut publisher, &shutdown)
+                .await?;
+        }
+        publisher.flush();
+        tracing::info!(relay = %self.settings.name, "relay stopped");
+        Ok(())
+    }
+
+    async fn publish_while_locked(
+        &self,
+        lock: &deadpool_postgres::Object,
+        publisher: &mut Publisher,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let mut position = self.load_checkpoint(shutdown).await?;
         tracing::info!(
             relay = %self.settings.name,
             transaction_id = position.transaction_id,
             global_position = position.global_position,
-            "relay started"
+            "relay publishing"
         );
         let mut backoff = Duration::from_millis(100);
         let mut backlog_checked = Instant::now() - BACKLOG_REFRESH;
         let poll_interval = Duration::from_millis(self.settings.poll_interval_ms);
 
         while !shutdown.is_cancelled() {
+            if lock.is_closed() {
+                tracing::warn!(relay = %self.settings.name, "relay lost its lock connection; acquiring the lock again");
+                return Ok(());
+            }
             match self
-                .step(&mut publisher, &mut position, &mut backlog_checked)
+                .step(publisher, &mut position, &mut backlog_checked)
                 .await
             {
                 Ok(0) => {
                     backoff = Duration::from_millis(100);
-                    sleep_or_cancel(poll_interval, &shutdown).await;
+                    sleep_or_cancel(poll_interval, shutdown).await;
                 }
                 Ok(_) => backoff = Duration::from_millis(100),
                 Err(error) => {
                     self.metrics.failures.inc();
-                    tracing::warn!(relay = %self.settings.name, error = format!("{error:#}"), retry_in_ms = backoff.as_millis() as u64, "relay batch failed; retrying");
-                    sleep_or_cancel(backoff, &shutdown).await;
+                    tracing::warn!(
+                        relay = %self.settings.name,
+                        error = format!("{error:#}"),
+                        retry_in_ms = backoff.as_millis() as u64,
+                        "relay batch failed; retrying"
+                    );
+                    sleep_or_cancel(backoff, shutdown).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
         }
-        publisher.flush();
-        tracing::info!(relay = %self.settings.name, "relay stopped");
         Ok(())
     }
 
