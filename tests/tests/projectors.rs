@@ -280,3 +280,55 @@ async fn concurrent_commands_on_one_version_conflict() {
     assert_eq!((succeeded, rejected), (1, 5), "{results:?}");
     assert_eq!(stored_events(&env, &ids[0]).await.len(), 5);
 }
+
+#[tokio::test]
+async fn relay_and_projector_killed_still_equal_rebuild() {
+    let env = TestEnv::new().await;
+    let bus = command_bus(&env).await;
+    let writer = tokio::spawn(async move { write_account_histories(&bus, 60).await });
+    let args = ["--http-addr", "127.0.0.1:0"];
+    let mut relay = ServiceProcess::spawn("medflow-relay", &args, &env.env_vars());
+    let mut projector = ServiceProcess::spawn("medflow-projectors", &args, &env.env_vars());
+
+    let client = env.owner_client().await;
+    let applied = || async {
+        let row = client
+            .query_one("SELECT count(*) FROM projection_offsets", &[])
+            .await
+            .unwrap();
+        row.get::<_, i64>(0)
+    };
+    eventually(Duration::from_secs(60), "some events projected", || async {
+        (applied().await >= 3).then_some(())
+    })
+    .await;
+    relay.kill9();
+    let _relay = ServiceProcess::spawn("medflow-relay", &args, &env.env_vars());
+    eventually(Duration::from_secs(60), "more events projected", || async {
+        (applied().await >= 10).then_some(())
+    })
+    .await;
+    projector.kill9();
+    let _projector = ServiceProcess::spawn("medflow-projectors", &args, &env.env_vars());
+    let ids = writer.await.unwrap();
+
+    eventually(Duration::from_secs(90), "every account projected to sequence 4", || async {
+        let row = client
+            .query_one(
+                "SELECT count(*) FROM projection_offsets WHERE projection = 'accounts' AND last_sequence = 4",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get::<_, i64>(0) == ids.len() as i64).then_some(())
+    })
+    .await;
+    let live = snapshot(&env).await;
+    let mut app = env.app_client().await;
+    rebuild(&mut app, &AccountsProjection).await.unwrap();
+    assert_eq!(
+        live,
+        snapshot(&env).await,
+        "read model after crashes differs from a rebuild"
+    );
+}

@@ -237,3 +237,43 @@ async fn registrations_continue_while_broker_is_down() {
     .await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn standby_relay_takes_over_after_kill() {
+    let env = TestEnv::new().await;
+    let args = ["--http-addr", "127.0.0.1:0"];
+    let mut active = ServiceProcess::spawn("medflow-relay", &args, &env.env_vars());
+    let client = env.app_client().await;
+    client
+        .execute(INSERT_EVENT, &[&"before", &1i64])
+        .await
+        .unwrap();
+    let first = read_topic(&env.brokers, &topic(&env), 1, Duration::from_secs(30)).await;
+    assert_eq!(first.len(), 1);
+
+    // The standby waits on the lock the active relay holds.
+    let _standby = ServiceProcess::spawn("medflow-relay", &args, &env.env_vars());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    active.kill9();
+    client
+        .execute(INSERT_EVENT, &[&"after", &1i64])
+        .await
+        .unwrap();
+    let (brokers, topic) = (env.brokers.clone(), topic(&env));
+    eventually(
+        Duration::from_secs(30),
+        "the standby relay to publish",
+        || {
+            let (brokers, topic) = (brokers.clone(), topic.clone());
+            async move {
+                let records =
+                    read_topic(&brokers, &topic, usize::MAX, Duration::from_secs(2)).await;
+                records
+                    .iter()
+                    .any(|record| record.key == "after")
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+}
