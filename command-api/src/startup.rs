@@ -12,7 +12,7 @@ use medflow_infra::web::request_id::RequestIdHeader;
 use medflow_infra::web::{metrics, MedflowRootSpan};
 use tracing_actix_web::TracingLogger;
 use utoipa::OpenApi;
-use utoipa_scalar::{Scalar, Servable};
+use utoipa_swagger_ui::SwaggerUi;
 
 use crate::openapi::ApiDoc;
 use crate::state::{AppState, SharedState};
@@ -53,8 +53,8 @@ impl Application {
                 .configure(|config| health::configure(config, readiness.clone()))
                 .configure(metrics::metrics_route)
                 .configure(routes::configure)
-                .route("/openapi.json", web::get().to(openapi_document))
-                .service(Scalar::with_url("/docs", ApiDoc::openapi()))
+                .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", ApiDoc::openapi()))
+                .route("/docs", web::get().to(redirect_to_docs))
                 .default_service(web::to(not_found))
         })
         .listen(listener)?
@@ -67,8 +67,11 @@ impl Application {
     }
 }
 
-async fn openapi_document() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
+/// Swagger UI lives under `/docs/`; the bare path redirects there.
+async fn redirect_to_docs() -> HttpResponse {
+    HttpResponse::Found()
+        .insert_header(("location", "/docs/"))
+        .finish()
 }
 
 async fn not_found(
