@@ -165,3 +165,24 @@ async fn background_services_report_health_and_lag() {
         }
     }
 }
+
+#[tokio::test]
+async fn wrong_method_is_405_with_allow() {
+    let env = TestEnv::new().await;
+    let command = env.start_command_api().await;
+    let query = env.start_query_api().await;
+    let http = reqwest::Client::new();
+    let cases = [
+        (http.put(format!("{command}/accounts")), "POST"),
+        (http.get(format!("{command}/sessions")), "POST, DELETE"),
+        (http.post(format!("{query}/me")), "GET"),
+        (http.delete(format!("{query}/admin/accounts")), "GET"),
+    ];
+    for (request, allowed) in cases {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.headers()["allow"], allowed);
+        let problem =
+            medflow_tests::api::expect_problem(response, StatusCode::METHOD_NOT_ALLOWED).await;
+        assert_eq!(problem["type"], "urn:medflow:problem:method-not-allowed");
+    }
+}

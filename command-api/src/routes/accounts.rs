@@ -1,6 +1,6 @@
 //! `POST /accounts`: self-registration of patients and doctors.
 
-use actix_web::{post, web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use medflow_domain::account::{AccountCommand, AccountStatus, RegisterAccount};
 use medflow_domain::values::{AccountId, EmailAddress, Password, PersonName, Role};
 use medflow_domain::FieldError;
@@ -78,6 +78,8 @@ pub fn validate(
 }
 
 #[utoipa::path(
+    post,
+    path = "/accounts",
     tag = "accounts",
     request_body = RegistrationRequest,
     responses(
@@ -89,7 +91,6 @@ pub fn validate(
         (status = 422, description = "A field is missing or invalid; the problem names it", body = Problem, content_type = "application/problem+json"),
     )
 )]
-#[post("/accounts")]
 pub async fn register(
     request: HttpRequest,
     state: web::Data<SharedState>,

@@ -1,6 +1,6 @@
 //! Admin actions on accounts: creating admins, suspending and reinstating accounts.
 
-use actix_web::{delete, post, web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use medflow_domain::account::AccountCommand;
 use medflow_domain::values::{AccountId, Role};
 use medflow_domain::FieldError;
@@ -47,6 +47,8 @@ impl RequestBody for SuspensionRequest {
 }
 
 #[utoipa::path(
+    post,
+    path = "/admin/accounts",
     tag = "admin",
     request_body = CreateAdminRequest,
     security(("session" = [])),
@@ -61,7 +63,6 @@ impl RequestBody for SuspensionRequest {
         (status = 422, description = "A field is missing or invalid", body = Problem, content_type = "application/problem+json"),
     )
 )]
-#[post("/admin/accounts")]
 pub async fn create_admin(
     request: HttpRequest,
     auth: Authenticated,
@@ -83,6 +84,8 @@ pub async fn create_admin(
 }
 
 #[utoipa::path(
+    post,
+    path = "/admin/accounts/{account_id}/suspension",
     tag = "admin",
     request_body = SuspensionRequest,
     params(("account_id" = String, Path, description = "Account to suspend")),
@@ -99,7 +102,6 @@ pub async fn create_admin(
         (status = 409, description = "Account already suspended", body = Problem, content_type = "application/problem+json"),
     )
 )]
-#[post("/admin/accounts/{account_id}/suspension")]
 pub async fn suspend(
     request: HttpRequest,
     auth: Authenticated,
@@ -156,6 +158,8 @@ pub async fn suspend(
 }
 
 #[utoipa::path(
+    delete,
+    path = "/admin/accounts/{account_id}/suspension",
     tag = "admin",
     params(("account_id" = String, Path, description = "Account to reinstate")),
     security(("session" = [])),
@@ -168,7 +172,6 @@ pub async fn suspend(
         (status = 409, description = "Account is not suspended", body = Problem, content_type = "application/problem+json"),
     )
 )]
-#[delete("/admin/accounts/{account_id}/suspension")]
 pub async fn reinstate(
     request: HttpRequest,
     auth: Authenticated,

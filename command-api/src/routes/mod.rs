@@ -9,19 +9,27 @@ use std::net::IpAddr;
 use actix_web::{web, HttpRequest};
 use medflow_infra::event_store::{Committed, EventMetadata};
 use medflow_infra::sessions::Session;
-use medflow_infra::web::request_id;
+use medflow_infra::web::{request_id, resource};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 pub fn configure(config: &mut web::ServiceConfig) {
     config
-        .service(accounts::register)
-        .service(admin_accounts::create_admin)
-        .service(admin_accounts::suspend)
-        .service(admin_accounts::reinstate)
-        .service(sessions::login)
-        .service(sessions::logout)
-        .service(sessions::logout_everywhere);
+        .service(resource("/accounts", "POST").route(web::post().to(accounts::register)))
+        .service(
+            resource("/admin/accounts", "POST").route(web::post().to(admin_accounts::create_admin)),
+        )
+        .service(
+            resource("/admin/accounts/{account_id}/suspension", "POST, DELETE")
+                .route(web::post().to(admin_accounts::suspend))
+                .route(web::delete().to(admin_accounts::reinstate)),
+        )
+        .service(
+            resource("/sessions", "POST, DELETE")
+                .route(web::post().to(sessions::login))
+                .route(web::delete().to(sessions::logout_everywhere)),
+        )
+        .service(resource("/sessions/current", "DELETE").route(web::delete().to(sessions::logout)));
 }
 
 /// Response of every accepted command.

@@ -1,7 +1,7 @@
 //! Login and logout. Unknown e-mail and wrong password get the same response after the
 //! same amount of work (one scrypt evaluation); every attempt is an audit entry.
 
-use actix_web::{delete, post, web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use medflow_domain::account::AccountStatus;
 use medflow_domain::values::{AccountId, EmailAddress, PASSWORD_MAX_LEN};
@@ -47,6 +47,8 @@ pub struct LoginResponse {
 }
 
 #[utoipa::path(
+    post,
+    path = "/sessions",
     tag = "sessions",
     request_body = LoginRequest,
     responses(
@@ -60,7 +62,6 @@ pub struct LoginResponse {
         (status = 429, description = "Too many attempts for this account or address; see Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
-#[post("/sessions")]
 pub async fn login(
     request: HttpRequest,
     state: web::Data<SharedState>,
@@ -194,6 +195,8 @@ pub async fn login(
 }
 
 #[utoipa::path(
+    delete,
+    path = "/sessions/current",
     tag = "sessions",
     security(("session" = [])),
     responses(
@@ -201,7 +204,6 @@ pub async fn login(
         (status = 401, description = "No live session", body = Problem, content_type = "application/problem+json"),
     )
 )]
-#[delete("/sessions/current")]
 pub async fn logout(
     auth: Authenticated,
     state: web::Data<SharedState>,
@@ -216,6 +218,8 @@ pub async fn logout(
 }
 
 #[utoipa::path(
+    delete,
+    path = "/sessions",
     tag = "sessions",
     security(("session" = [])),
     responses(
@@ -223,7 +227,6 @@ pub async fn logout(
         (status = 401, description = "No live session", body = Problem, content_type = "application/problem+json"),
     )
 )]
-#[delete("/sessions")]
 pub async fn logout_everywhere(
     auth: Authenticated,
     state: web::Data<SharedState>,

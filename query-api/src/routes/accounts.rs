@@ -1,6 +1,6 @@
 //! `GET /me` and the admin account list, both from the `accounts` projection.
 
-use actix_web::{get, web, HttpResponse};
+use actix_web::{web, HttpResponse};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
@@ -24,6 +24,8 @@ pub const DEFAULT_PAGE_SIZE: i64 = 50;
 pub const MAX_PAGE_SIZE: i64 = 200;
 
 #[utoipa::path(
+    get,
+    path = "/me",
     tag = "accounts",
     params(WaitParams),
     security(("session" = [])),
@@ -35,7 +37,6 @@ pub const MAX_PAGE_SIZE: i64 = 200;
         (status = 503, description = "The projection did not reach wait_for_sequence in time", body = Problem, content_type = "application/problem+json"),
     )
 )]
-#[get("/me")]
 pub async fn me(
     auth: Authenticated,
     state: web::Data<SharedState>,
@@ -102,6 +103,8 @@ pub struct AccountPage {
 }
 
 #[utoipa::path(
+    get,
+    path = "/admin/accounts",
     tag = "admin",
     params(ListParams),
     security(("session" = [])),
@@ -113,7 +116,6 @@ pub struct AccountPage {
         (status = 422, description = "A query parameter is invalid", body = Problem, content_type = "application/problem+json"),
     )
 )]
-#[get("/admin/accounts")]
 pub async fn list_accounts(
     auth: Authenticated,
     state: web::Data<SharedState>,

@@ -7,15 +7,15 @@ use chrono::{DateTime, Utc};
 use medflow_domain::values::SealedValue;
 use medflow_infra::crypto::keys::KeyRing;
 use medflow_infra::crypto::CryptoError;
-use medflow_infra::web::ApiError;
+use medflow_infra::web::{resource, ApiError};
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 pub fn configure(config: &mut web::ServiceConfig) {
     config
-        .service(accounts::me)
-        .service(accounts::list_accounts);
+        .service(resource("/me", "GET").route(web::get().to(accounts::me)))
+        .service(resource("/admin/accounts", "GET").route(web::get().to(accounts::list_accounts)));
 }
 
 /// An account as the directory shows it, personal data opened.
