@@ -22,3 +22,27 @@ pub type SharedClock = Arc<dyn Clock>;
 pub fn system_clock() -> SharedClock {
     Arc::new(SystemClock)
 }
+
+/// A clock that moves only when told to, for exact tests of expiry rules.
+pub struct ManualClock {
+    now: std::sync::Mutex<DateTime<Utc>>,
+}
+
+impl ManualClock {
+    pub fn starting_now() -> Arc<Self> {
+        Arc::new(Self {
+            now: std::sync::Mutex::new(Utc::now()),
+        })
+    }
+
+    pub fn advance(&self, by: std::time::Duration) {
+        let mut now = self.now.lock().expect("clock lock poisoned");
+        *now += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.now.lock().expect("clock lock poisoned")
+    }
+}

@@ -142,7 +142,16 @@ impl TestEnv {
 
     /// Starts the command API in this process; returns its base URL.
     pub async fn start_command_api_with(&self, settings: CommandApiSettings) -> String {
-        let application = medflow_command_api::Application::build(settings, clock::system_clock())
+        self.start_command_api_with_clock(settings, clock::system_clock())
+            .await
+    }
+
+    pub async fn start_command_api_with_clock(
+        &self,
+        settings: CommandApiSettings,
+        clock: clock::SharedClock,
+    ) -> String {
+        let application = medflow_command_api::Application::build(settings, clock)
             .await
             .expect("command API starts");
         let url = format!("http://127.0.0.1:{}", application.port);
@@ -159,7 +168,16 @@ impl TestEnv {
     }
 
     pub async fn start_query_api_with(&self, settings: QueryApiSettings) -> String {
-        let application = medflow_query_api::Application::build(settings, clock::system_clock())
+        self.start_query_api_with_clock(settings, clock::system_clock())
+            .await
+    }
+
+    pub async fn start_query_api_with_clock(
+        &self,
+        settings: QueryApiSettings,
+        clock: clock::SharedClock,
+    ) -> String {
+        let application = medflow_query_api::Application::build(settings, clock)
             .await
             .expect("query API starts");
         let url = format!("http://127.0.0.1:{}", application.port);

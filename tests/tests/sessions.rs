@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use medflow_infra::clock::ManualClock;
 use medflow_tests::api::{expect_problem, unique_email, Api, PASSWORD};
 use medflow_tests::TestEnv;
 use reqwest::StatusCode;
@@ -190,53 +191,56 @@ async fn login_is_rate_limited_per_address() {
     .await;
 }
 
+/// Starts both APIs on one manual clock, so session expiry can be tested exactly.
+async fn apis_on_manual_clock(env: &TestEnv) -> (Api, std::sync::Arc<ManualClock>) {
+    let clock = ManualClock::starting_now();
+    let command = env
+        .start_command_api_with_clock(env.command_settings(), clock.clone())
+        .await;
+    let query = env
+        .start_query_api_with_clock(env.query_settings(), clock.clone())
+        .await;
+    (Api::new(&command, &query), clock)
+}
+
 #[tokio::test]
 async fn idle_session_expires() {
     let env = TestEnv::new().await;
-    let command = env.start_command_api().await;
-    let mut settings = env.query_settings();
-    settings.session_idle_timeout = Duration::from_millis(1500);
-    let query = env.start_query_api_with(settings).await;
-    let api = Api::new(&command, &query);
+    let (api, clock) = apis_on_manual_clock(&env).await;
     let email = unique_email("idle");
     api.register_ok("patient", &email, "Idle Person").await;
     let login = api.login_ok(&email).await;
 
-    // Each use within the idle timeout extends the session past the first deadline.
+    // Each use within the 30-minute idle timeout extends the session, well past the
+    // point where the first deadline would have ended it.
     for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        clock.advance(Duration::from_secs(29 * 60));
         assert_ne!(
             api.me(&login.token, None).await.status(),
             StatusCode::UNAUTHORIZED
         );
     }
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    clock.advance(Duration::from_secs(30 * 60 + 1));
     expect_problem(api.me(&login.token, None).await, StatusCode::UNAUTHORIZED).await;
 }
 
 #[tokio::test]
 async fn session_expires_at_absolute_lifetime() {
     let env = TestEnv::new().await;
-    let mut settings = env.command_settings();
-    settings.session_absolute_lifetime = Duration::from_secs(2);
-    let command = env.start_command_api_with(settings).await;
-    let query = env.start_query_api().await;
-    // The absolute expiry is fixed at login by the command API and stored with the
-    // session, so the query API enforces it whatever its own setting.
-    let api = Api::new(&command, &query);
+    let (api, clock) = apis_on_manual_clock(&env).await;
     let email = unique_email("absolute");
     api.register_ok("patient", &email, "Abs Olute").await;
     let login = api.login_ok(&email).await;
-    // Stay active; the session must still end at its absolute expiry.
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_millis(1500) {
+
+    // Active every 20 minutes, the session still ends 12 hours after login.
+    for _ in 0..35 {
+        clock.advance(Duration::from_secs(20 * 60));
         assert_ne!(
             api.me(&login.token, None).await.status(),
             StatusCode::UNAUTHORIZED
         );
-        tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    clock.advance(Duration::from_secs(20 * 60 + 1));
     expect_problem(api.me(&login.token, None).await, StatusCode::UNAUTHORIZED).await;
 }
 
