@@ -6,6 +6,7 @@
 //! - [`crypto`]: master and data keys, sealing personal data, e-mail index, passwords.
 //! - [`sessions`] and [`audit`]: database-backed sessions and the security audit trail.
 //! - [`kafka`]: client configuration and topic names.
+//! - [`object_store`]: presigned upload and download URLs for documents in S3.
 //! - [`web`]: problem responses, request ids, authentication, health and metrics.
 //! - [`telemetry`] and [`config`]: logging and settings from the environment.
 
@@ -17,6 +18,7 @@ pub mod db;
 pub mod event_store;
 pub mod events;
 pub mod kafka;
+pub mod object_store;
 pub mod sessions;
 pub mod telemetry;
 pub mod web;

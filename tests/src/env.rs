@@ -284,3 +284,38 @@ impl TestEnv {
             .aggregate_id
     }
 }
+
+impl TestEnv {
+    /// Object store settings for the stack's S3 server, with the credentials that
+    /// `medflow stack up` generated.
+    pub fn object_store_settings(&self) -> medflow_infra::object_store::ObjectStoreSettings {
+        let stack_dir = std::env::var_os("MEDFLOW_STACK_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.stack")
+            });
+        let path = stack_dir.join("s3/credentials.env");
+        let contents = std::fs::read_to_string(&path).unwrap_or_else(|error| {
+            panic!(
+                "cannot read {}: {error}; run `medflow stack up`",
+                path.display()
+            )
+        });
+        let value = |name: &str| {
+            contents
+                .lines()
+                .filter_map(|line| line.split_once('='))
+                .find(|(key, _)| key.trim() == name)
+                .map(|(_, value)| value.trim().to_owned())
+                .unwrap_or_else(|| panic!("{name} missing from {}", path.display()))
+        };
+        medflow_infra::object_store::ObjectStoreSettings {
+            endpoint: "http://127.0.0.1:9000".into(),
+            region: "us-east-1".into(),
+            bucket: "medflow-documents".into(),
+            access_key: SecretString::from(value("MEDFLOW_S3_ACCESS_KEY")),
+            secret_key: SecretString::from(value("MEDFLOW_S3_SECRET_KEY")),
+            presign_expiry_secs: 600,
+        }
+    }
+}
