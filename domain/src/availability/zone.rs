@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use crate::values::truncate;
 use crate::FieldError;
 
-/// Upper bound, in minutes, on the length of a daylight-saving or other offset gap. The
-/// longest in the IANA database is the whole day Pacific/Apia skipped on 2011-12-30.
+/// Maximum length, in minutes, of a gap in local time. chrono keeps every UTC offset
+/// under 24 hours either way, so one offset change moves the clock by less than two days.
 const MAX_GAP_MINUTES: i64 = 2 * 24 * 60;
 
 /// A time zone from the IANA database, such as `Europe/Berlin`, in which a doctor's
@@ -66,16 +66,18 @@ impl DoctorTimeZone {
             return instant;
         }
 
-        // Offsets change on whole minutes in every rule since 1970, so the first local
-        // minute that exists after the gap is the one the clock jumps to.
+        // The first whole local minute after the gap is taken as the moment the clock jumps
+        // to. That is exact when the offset changes by whole minutes, as in all current
+        // rules. A few historic changes were not whole minutes (Africa/Monrovia in 1972),
+        // and there the result is up to a minute late.
         for minutes in 1..=MAX_GAP_MINUTES {
             if let Some(instant) = self.slot_start_instant(local + TimeDelta::minutes(minutes)) {
                 return instant;
             }
         }
 
-        // NOTE: unreachable with the IANA database. Reading the time as UTC keeps the
-        // function total without inventing a second rule.
+        // Unreachable because of the bound on gaps. Reading the time as UTC keeps the
+        // function total without a panic.
         local.and_utc()
     }
 }
@@ -127,7 +129,11 @@ mod tests {
     fn zone_rejects_unknown_name() {
         let error = DoctorTimeZone::parse("time_zone", "Mars/Olympus_Mons").unwrap_err();
         assert_eq!(error.field, "time_zone");
-        assert!(error.detail.contains("'Mars/Olympus_Mons'"), "{}", error.detail);
+        assert!(
+            error.detail.contains("'Mars/Olympus_Mons'"),
+            "{}",
+            error.detail
+        );
     }
 
     #[test]
