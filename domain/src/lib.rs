@@ -3,6 +3,7 @@
 
 pub mod account;
 pub mod availability;
+pub mod doctor;
 pub mod validation;
 pub mod values;
 
