@@ -30,8 +30,12 @@ pub struct ManualClock {
 
 impl ManualClock {
     pub fn starting_now() -> Arc<Self> {
+        Self::starting_at(Utc::now())
+    }
+
+    pub fn starting_at(start: DateTime<Utc>) -> Arc<Self> {
         Arc::new(Self {
-            now: std::sync::Mutex::new(Utc::now()),
+            now: std::sync::Mutex::new(start),
         })
     }
 

@@ -86,6 +86,7 @@ pub enum ObjectStoreError {
     Settings(String),
 }
 
+#[derive(Clone)]
 pub struct ObjectStore {
     bucket: Box<Bucket>,
     expiry: Duration,
@@ -180,5 +181,20 @@ impl ObjectStore {
             Err(s3::error::S3Error::HttpFailWithBody(404, _)) => Ok(None),
             Err(error) => Err(error.into()),
         }
+    }
+
+    /// Readiness check: the store answers a HEAD request (a missing object is fine).
+    pub fn readiness_check(&self) -> crate::web::health::Check {
+        let store = self.clone();
+        std::sync::Arc::new(move || {
+            let store = store.clone();
+            Box::pin(async move {
+                store
+                    .stat("readiness-probe")
+                    .await
+                    .map(drop)
+                    .map_err(|error| error.to_string())
+            })
+        })
     }
 }

@@ -151,6 +151,13 @@ impl Aggregate for DoctorProfile {
                 {
                     return Err(DoctorError::DuplicateDocument(document.document_id));
                 }
+                if self
+                    .documents
+                    .iter()
+                    .any(|existing| existing.object_key == document.object_key)
+                {
+                    return Err(DoctorError::DuplicateObject);
+                }
                 let was_verified = self.status == Verified;
                 sink.write(DoctorEvent::LicenseDocumentAttached { document }, self)
                     .await;
@@ -437,6 +444,16 @@ mod tests {
                 document: document(1),
             })
             .then_expect_error(DoctorError::DuplicateDocument(Uuid::from_u128(1)));
+    }
+
+    #[test]
+    fn same_object_cannot_be_attached_twice() {
+        let mut again = document(2);
+        again.object_key = document(1).object_key;
+        DoctorTest::with(())
+            .given(verified_history())
+            .when(DoctorCommand::AttachLicenseDocument { document: again })
+            .then_expect_error(DoctorError::DuplicateObject);
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub enum DoctorError {
     TooManyDocuments(usize),
     #[error("document {0} is already attached")]
     DuplicateDocument(Uuid),
+    #[error("this uploaded object is already attached as a license document")]
+    DuplicateObject,
     #[error("time off {0} already exists")]
     DuplicateTimeOff(Uuid),
     #[error("time off {0} not found")]

@@ -20,4 +20,5 @@ pub use error::DoctorError;
 pub use events::{DoctorEvent, ReviewTrigger};
 pub use values::{
     Language, LicenseDocument, ProfileDetails, Specialty, MAX_LANGUAGES, MAX_LICENSE_DOCUMENTS,
+    SPECIALTIES,
 };

@@ -3,7 +3,9 @@
 //! actix-web's own `Json` reports only serde's first error, which for a wrong type does
 //! not say which field it was and echoes the value. This extractor first checks the body
 //! against the field list of [`RequestBody`] and reports every missing, mistyped or
-//! unknown field at once, without echoing values of sensitive fields. Failures become
+//! unknown field at once, without echoing values of sensitive fields. Arrays and nested
+//! objects are checked the same way, and their errors name the path, such as
+//! `windows[2].start`. Failures become
 //! problem responses: 415 for a non-JSON content type, 413 for an oversized body, 400
 //! for broken JSON and 422 for fields that do not fit.
 
@@ -17,12 +19,17 @@ use futures::StreamExt;
 use medflow_domain::values::truncate;
 use medflow_domain::FieldError;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::ApiError;
 
 /// Largest accepted request body. Command bodies are small; this bounds memory use.
 pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// Maximum number of errors reported for the elements of one array. A 64 KiB body can
+/// hold thousands of bad elements, and a response listing each would be far larger
+/// than the request.
+pub const MAX_ELEMENT_ERRORS: usize = 20;
 
 pub struct JsonBody<T>(pub T);
 
@@ -32,14 +39,21 @@ pub enum JsonKind {
     String,
     Integer,
     Boolean,
+    /// An array whose every element has this kind.
+    Array(&'static JsonKind),
+    /// An object with exactly these fields.
+    Object(&'static [Field]),
 }
 
 impl JsonKind {
+    /// Checks the JSON type only; elements and object fields are checked by `check_value`.
     fn matches(self, value: &Value) -> bool {
         match self {
             JsonKind::String => value.is_string(),
             JsonKind::Integer => value.is_i64() || value.is_u64(),
             JsonKind::Boolean => value.is_boolean(),
+            JsonKind::Array(_) => value.is_array(),
+            JsonKind::Object(_) => value.is_object(),
         }
     }
 
@@ -48,17 +62,20 @@ impl JsonKind {
             JsonKind::String => "a string",
             JsonKind::Integer => "an integer",
             JsonKind::Boolean => "true or false",
+            JsonKind::Array(_) => "an array",
+            JsonKind::Object(_) => "an object",
         }
     }
 }
 
-/// One top-level field of a request body.
-#[derive(Debug, Clone, Copy)]
+/// One field of a request body or of an object nested in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Field {
     pub name: &'static str,
     pub kind: JsonKind,
     pub required: bool,
-    /// Personal data or a secret: its value is never repeated in an error.
+    /// Personal data or a secret: its value is never repeated in an error. This covers
+    /// the elements and nested fields of a sensitive array or object too.
     pub sensitive: bool,
 }
 
@@ -154,27 +171,7 @@ pub fn parse<T: RequestBody>(body: &[u8]) -> Result<T, ApiError> {
     };
 
     let mut errors = Vec::new();
-    for field in T::FIELDS {
-        match object.get(field.name) {
-            None | Some(Value::Null) if field.required => {
-                errors.push(FieldError::new(field.name, "is required"))
-            }
-            None | Some(Value::Null) => {}
-            Some(found) if !field.kind.matches(found) => {
-                errors.push(FieldError::new(field.name, wrong_type(field, found)))
-            }
-            Some(_) => {}
-        }
-    }
-    for name in object.keys() {
-        if !T::FIELDS.iter().any(|field| field.name == name) {
-            let known: Vec<&str> = T::FIELDS.iter().map(|field| field.name).collect();
-            errors.push(FieldError::new(
-                truncate(name, 40),
-                format!("is not a known field; expected {}", known.join(", ")),
-            ));
-        }
-    }
+    check_object("", T::FIELDS, false, object, &mut errors);
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
@@ -188,6 +185,92 @@ pub fn parse<T: RequestBody>(body: &[u8]) -> Result<T, ApiError> {
     })
 }
 
+/// Appends an error for every field of `object` that is missing, unknown or of the
+/// wrong kind. `path` is the object's own path, empty for the body itself.
+fn check_object(
+    path: &str,
+    fields: &[Field],
+    sensitive: bool,
+    object: &Map<String, Value>,
+    errors: &mut Vec<FieldError>,
+) {
+    let field_path = |name: &str| {
+        if path.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{path}.{name}")
+        }
+    };
+    for field in fields {
+        match object.get(field.name) {
+            None | Some(Value::Null) if field.required => {
+                errors.push(FieldError::new(field_path(field.name), "is required"))
+            }
+            None | Some(Value::Null) => {}
+            Some(found) => check_value(
+                &field_path(field.name),
+                field.kind,
+                sensitive || field.sensitive,
+                found,
+                errors,
+            ),
+        }
+    }
+    for name in object.keys() {
+        if !fields.iter().any(|field| field.name == name) {
+            let known: Vec<&str> = fields.iter().map(|field| field.name).collect();
+            errors.push(FieldError::new(
+                field_path(&truncate(name, 40)),
+                format!("is not a known field; expected {}", known.join(", ")),
+            ));
+        }
+    }
+}
+
+/// Appends an error if `value` is not of `kind`, and checks the elements of an array
+/// and the fields of an object.
+fn check_value(
+    path: &str,
+    kind: JsonKind,
+    sensitive: bool,
+    value: &Value,
+    errors: &mut Vec<FieldError>,
+) {
+    if !kind.matches(value) {
+        errors.push(FieldError::new(path, wrong_type(kind, sensitive, value)));
+        return;
+    }
+    match (kind, value) {
+        (JsonKind::Array(element), Value::Array(items)) => {
+            let before = errors.len();
+            for (index, item) in items.iter().enumerate() {
+                if errors.len() - before >= MAX_ELEMENT_ERRORS {
+                    errors.push(FieldError::new(
+                        path,
+                        format!(
+                            "has more invalid elements after {path}[{}]; only the first \
+                             {MAX_ELEMENT_ERRORS} errors are listed",
+                            index - 1
+                        ),
+                    ));
+                    break;
+                }
+                check_value(
+                    &format!("{path}[{index}]"),
+                    *element,
+                    sensitive,
+                    item,
+                    errors,
+                );
+            }
+        }
+        (JsonKind::Object(fields), Value::Object(object)) => {
+            check_object(path, fields, sensitive, object, errors)
+        }
+        _ => {}
+    }
+}
+
 fn describe_type(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
@@ -199,18 +282,18 @@ fn describe_type(value: &Value) -> &'static str {
     }
 }
 
-fn wrong_type(field: &Field, found: &Value) -> String {
-    let expected = field.kind.article();
+fn wrong_type(kind: JsonKind, sensitive: bool, found: &Value) -> String {
+    let expected = kind.article();
     let got = describe_type(found);
     match found {
-        Value::String(text) if !field.sensitive => format!(
+        Value::String(text) if !sensitive => format!(
             "must be {expected}, got the string '{}'",
             truncate(text, 40)
         ),
-        Value::Number(number) if !field.sensitive => {
+        Value::Number(number) if !sensitive => {
             format!("must be {expected}, got the number {number}")
         }
-        Value::Bool(flag) if !field.sensitive => format!("must be {expected}, got {flag}"),
+        Value::Bool(flag) if !sensitive => format!("must be {expected}, got {flag}"),
         _ => format!("must be {expected}, got {got}"),
     }
 }
@@ -325,6 +408,131 @@ mod tests {
             parse::<Body>(br#"{"email": "a"} x"#),
             Err(ApiError::MalformedBody(_))
         ));
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Schedule {
+        languages: Vec<String>,
+        windows: Vec<Window>,
+        secrets: Vec<String>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Window {
+        weekday: String,
+        start: String,
+    }
+
+    const WINDOW_FIELDS: &[Field] = &[
+        Field::required("weekday", JsonKind::String),
+        Field::required("start", JsonKind::String),
+    ];
+
+    impl RequestBody for Schedule {
+        const FIELDS: &'static [Field] = &[
+            Field::required("languages", JsonKind::Array(&JsonKind::String)),
+            Field::required("windows", JsonKind::Array(&JsonKind::Object(WINDOW_FIELDS))),
+            Field::sensitive("secrets", JsonKind::Array(&JsonKind::String)),
+        ];
+    }
+
+    #[test]
+    fn nested_values_are_accepted() {
+        let parsed = parse::<Schedule>(
+            br#"{"languages": ["en"], "windows": [{"weekday": "monday", "start": "09:00"}], "secrets": []}"#,
+        )
+        .unwrap();
+        assert_eq!(parsed.languages, ["en"]);
+        assert_eq!(parsed.windows[0].start, "09:00");
+    }
+
+    #[test]
+    fn array_element_of_wrong_type_is_named() {
+        let fields = fields_of(
+            parse::<Schedule>(br#"{"languages": ["en", 7], "windows": [], "secrets": []}"#)
+                .unwrap_err(),
+        );
+        assert_eq!(
+            fields,
+            [(
+                "languages[1]".to_owned(),
+                "must be a string, got the number 7".to_owned()
+            )]
+        );
+    }
+
+    #[test]
+    fn non_array_is_rejected() {
+        let fields = fields_of(
+            parse::<Schedule>(br#"{"languages": "en", "windows": [], "secrets": []}"#).unwrap_err(),
+        );
+        assert_eq!(
+            fields,
+            [(
+                "languages".to_owned(),
+                "must be an array, got the string 'en'".to_owned()
+            )]
+        );
+    }
+
+    #[test]
+    fn nested_object_errors_name_the_path() {
+        let fields = fields_of(
+            parse::<Schedule>(
+                br#"{"languages": [], "windows": [{"weekday": "monday", "start": "09:00"}, {"weekday": 1, "end": "10:00"}, "monday"], "secrets": []}"#,
+            )
+            .unwrap_err(),
+        );
+        assert_eq!(
+            fields,
+            [
+                (
+                    "windows[1].weekday".to_owned(),
+                    "must be a string, got the number 1".to_owned()
+                ),
+                ("windows[1].start".to_owned(), "is required".to_owned()),
+                (
+                    "windows[1].end".to_owned(),
+                    "is not a known field; expected weekday, start".to_owned()
+                ),
+                (
+                    "windows[2]".to_owned(),
+                    "must be an object, got the string 'monday'".to_owned()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn sensitive_array_elements_are_not_echoed() {
+        let fields = fields_of(
+            parse::<Schedule>(br#"{"languages": [], "windows": [], "secrets": [123456]}"#)
+                .unwrap_err(),
+        );
+        assert_eq!(
+            fields,
+            [(
+                "secrets[0]".to_owned(),
+                "must be a string, got a number".to_owned()
+            )]
+        );
+    }
+
+    #[test]
+    fn element_errors_are_capped() {
+        let numbers = vec!["1"; 100].join(",");
+        let body = format!(r#"{{"languages": [{numbers}], "windows": [], "secrets": []}}"#);
+        let fields = fields_of(parse::<Schedule>(body.as_bytes()).unwrap_err());
+        assert_eq!(fields.len(), MAX_ELEMENT_ERRORS + 1);
+        assert_eq!(fields[MAX_ELEMENT_ERRORS - 1].0, "languages[19]");
+        assert_eq!(fields[MAX_ELEMENT_ERRORS].0, "languages");
+        assert!(
+            fields[MAX_ELEMENT_ERRORS].1.contains("after languages[19]"),
+            "{}",
+            fields[MAX_ELEMENT_ERRORS].1
+        );
     }
 
     #[test]
