@@ -21,6 +21,9 @@ bin="$root/target/debug"
 set -a
 # shellcheck disable=SC1091
 source .stack/secrets.env
+# The command API presigns license document uploads with the S3 store's credentials.
+# shellcheck disable=SC1091
+source .stack/s3/credentials.env
 set +a
 if [[ -z ${MEDFLOW_ADMIN_PASSWORD:-} ]]; then
   # A random 32-character password for the demo admin, kept with the other secrets.

@@ -1,8 +1,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use medflow_infra::config::{parse_seconds, DatabaseSettings, KeySettings};
+use medflow_infra::object_store::ObjectStoreSettings;
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "medflow-command-api", about = "MedFlow command API")]
@@ -12,6 +13,9 @@ pub struct CommandApiSettings {
 
     #[command(flatten)]
     pub keys: KeySettings,
+
+    #[command(flatten)]
+    pub object_store: ObjectStoreSettings,
 
     /// Address to listen on; port 0 picks a free port.
     #[arg(
@@ -56,8 +60,16 @@ pub struct CommandApiSettings {
 
 impl CommandApiSettings {
     /// Reads the settings from environment variables and defaults only, ignoring the
-    /// process arguments (for tools that share the command API's configuration).
+    /// process arguments, for the operator CLI that shares the command API's state.
+    ///
+    /// The CLI's commands (admin bootstrap, key rotation, erasure) never call the object
+    /// store, so here the S3 credentials may be missing. They then default to empty
+    /// strings, and the store would reject any request signed with them.
     pub fn try_parse_from_env() -> Result<Self, clap::Error> {
-        Self::try_parse_from(["medflow-command-api"])
+        let command = Self::command()
+            .mut_arg("access_key", |arg| arg.required(false).default_value(""))
+            .mut_arg("secret_key", |arg| arg.required(false).default_value(""));
+        let matches = command.try_get_matches_from(["medflow-command-api"])?;
+        Self::from_arg_matches(&matches)
     }
 }

@@ -17,12 +17,24 @@ use crate::routes;
         routes::sessions::login,
         routes::sessions::logout,
         routes::sessions::logout_everywhere,
+        routes::doctor_profile::update_profile,
+        routes::doctor_profile::submit,
+        routes::doctor_documents::create_upload,
+        routes::doctor_documents::attach,
+        routes::doctor_availability::set_availability,
+        routes::doctor_availability::add_time_off,
+        routes::doctor_availability::remove_time_off,
+        routes::admin_doctors::approve,
+        routes::admin_doctors::reject,
+        routes::admin_doctors::suspend,
+        routes::admin_doctors::reinstate,
     ),
     modifiers(&SessionAuth),
     tags(
         (name = "accounts", description = "Registration"),
         (name = "sessions", description = "Login and logout"),
-        (name = "admin", description = "Admin-only account management"),
+        (name = "doctors", description = "A doctor's own profile, license documents, availability and time off"),
+        (name = "admin", description = "Admin-only management of accounts and doctor verification"),
     )
 )]
 pub struct ApiDoc;

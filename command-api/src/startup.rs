@@ -39,7 +39,9 @@ impl Application {
 
         let registry = prometheus::Registry::new();
         let http_metrics = metrics::http_metrics("medflow_command_api", registry)?;
-        let readiness = Readiness::default().with("postgres", health::postgres_check(pool));
+        let readiness = Readiness::default()
+            .with("postgres", health::postgres_check(pool))
+            .with("object_store", state.object_store.readiness_check());
         let listener = TcpListener::bind(settings.http_addr)
             .map_err(|error| anyhow::anyhow!("failed to bind {}: {error}", settings.http_addr))?;
         let port = listener.local_addr()?.port();

@@ -3,11 +3,13 @@
 use std::sync::Arc;
 
 use medflow_domain::account::Account;
+use medflow_domain::doctor::DoctorProfile;
 use medflow_infra::audit::AuditLog;
 use medflow_infra::crypto::index::BlindIndex;
 use medflow_infra::crypto::keys::KeyRing;
 use medflow_infra::crypto::password::PasswordHasher;
 use medflow_infra::event_store::CommandBus;
+use medflow_infra::object_store::ObjectStore;
 use medflow_infra::sessions::SessionStore;
 
 use deadpool_postgres::Pool;
@@ -21,6 +23,9 @@ use crate::CommandApiSettings;
 
 pub struct AppState {
     pub accounts: CommandBus<Account>,
+    pub doctors: CommandBus<DoctorProfile>,
+    /// Store of license documents, which clients upload through presigned URLs.
+    pub object_store: ObjectStore,
     pub keys: KeyRing,
     pub index: BlindIndex,
     pub hasher: PasswordHasher,
@@ -46,8 +51,13 @@ impl AppState {
             idle_timeout: settings.session_idle_timeout,
             absolute_lifetime: settings.session_absolute_lifetime,
         };
+        let object_store = ObjectStore::new(&settings.object_store).map_err(|error| {
+            anyhow::anyhow!("failed to create the object store client: {error}")
+        })?;
         let state = Self {
-            accounts: CommandBus::<Account>::new(sqlx_pool, ()),
+            accounts: CommandBus::<Account>::new(sqlx_pool.clone(), ()),
+            doctors: CommandBus::<DoctorProfile>::new(sqlx_pool, ()),
+            object_store,
             keys: KeyRing::new(pool.clone(), masters),
             index,
             hasher: PasswordHasher::new(settings.password_hash_concurrency).await?,

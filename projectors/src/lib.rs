@@ -17,5 +17,8 @@ use std::sync::Arc;
 
 /// Every projection this service maintains.
 pub fn all_projections() -> Vec<Arc<dyn Projection>> {
-    vec![Arc::new(projections::accounts::AccountsProjection)]
+    vec![
+        Arc::new(projections::accounts::AccountsProjection),
+        Arc::new(projections::doctors::DoctorsProjection),
+    ]
 }

@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use medflow_infra::config::{parse_seconds, DatabaseSettings, KeySettings};
+use medflow_infra::object_store::ObjectStoreSettings;
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "medflow-query-api", about = "MedFlow query API")]
@@ -12,6 +13,9 @@ pub struct QueryApiSettings {
 
     #[command(flatten)]
     pub keys: KeySettings,
+
+    #[command(flatten)]
+    pub object_store: ObjectStoreSettings,
 
     /// Address to listen on; port 0 picks a free port.
     #[arg(
@@ -36,4 +40,20 @@ pub struct QueryApiSettings {
         default_value_t = 10_000
     )]
     pub max_wait_ms: u64,
+
+    /// Minutes between now and the earliest bookable slot start.
+    #[arg(
+        long = "booking-minimum-notice-minutes",
+        env = "MEDFLOW_BOOKING_MINIMUM_NOTICE_MINUTES",
+        default_value_t = 60
+    )]
+    pub booking_minimum_notice_minutes: u32,
+
+    /// Days ahead up to which slots can be booked.
+    #[arg(
+        long = "booking-horizon-days",
+        env = "MEDFLOW_BOOKING_HORIZON_DAYS",
+        default_value_t = 60
+    )]
+    pub booking_horizon_days: u32,
 }

@@ -9,10 +9,19 @@ use crate::routes;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "MedFlow query API", description = "Reads of MedFlow's read models. Pass a command's sequence as wait_for_sequence to read your own write."),
-    paths(routes::accounts::me, routes::accounts::list_accounts),
+    paths(
+        routes::accounts::me,
+        routes::accounts::list_accounts,
+        routes::doctors::directory,
+        routes::doctors::slots,
+        routes::doctors::own_profile,
+        routes::admin_doctors::verification_queue,
+        routes::admin_doctors::document_download_url,
+    ),
     modifiers(&SessionAuth),
     tags(
         (name = "accounts", description = "The caller's own account"),
+        (name = "doctors", description = "The doctor directory, slots and a doctor's own profile"),
         (name = "admin", description = "Admin-only views"),
     )
 )]

@@ -5,11 +5,15 @@ use std::sync::Arc;
 
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpResponse, HttpServer};
+use chrono::TimeDelta;
+use medflow_domain::availability::BookingPolicy;
 use medflow_domain::FieldError;
+use medflow_infra::audit::AuditLog;
 use medflow_infra::clock::SharedClock;
 use medflow_infra::crypto::index::BlindIndex;
 use medflow_infra::crypto::keys::{KeyRing, MasterKeys};
 use medflow_infra::db;
+use medflow_infra::object_store::ObjectStore;
 use medflow_infra::sessions::{SessionPolicy, SessionStore};
 use medflow_infra::web::health::{self, Readiness};
 use medflow_infra::web::request_id::RequestIdHeader;
@@ -39,16 +43,28 @@ impl Application {
             idle_timeout: settings.session_idle_timeout,
             absolute_lifetime: settings.session_absolute_lifetime,
         };
-        let sessions = SessionStore::new(pool.clone(), policy, clock);
+        let booking_policy = BookingPolicy::new(
+            TimeDelta::minutes(i64::from(settings.booking_minimum_notice_minutes)),
+            TimeDelta::days(i64::from(settings.booking_horizon_days)),
+        )
+        .map_err(|error| anyhow::anyhow!("invalid booking settings: {error}"))?;
+        let object_store = ObjectStore::new(&settings.object_store)?;
+        let sessions = SessionStore::new(pool.clone(), policy, clock.clone());
         let state: SharedState = Arc::new(AppState {
             pool: pool.clone(),
             keys: KeyRing::new(pool.clone(), masters),
             max_wait_ms: settings.max_wait_ms,
+            clock,
+            booking_policy,
+            object_store,
+            audit: AuditLog::new(pool.clone()),
         });
 
         let registry = prometheus::Registry::new();
         let http_metrics = metrics::http_metrics("medflow_query_api", registry)?;
-        let readiness = Readiness::default().with("postgres", health::postgres_check(pool));
+        let readiness = Readiness::default()
+            .with("postgres", health::postgres_check(pool))
+            .with("object_store", state.object_store.readiness_check());
         let listener = TcpListener::bind(settings.http_addr)
             .map_err(|error| anyhow::anyhow!("failed to bind {}: {error}", settings.http_addr))?;
         let port = listener.local_addr()?.port();

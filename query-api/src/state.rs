@@ -1,12 +1,20 @@
 use std::sync::Arc;
 
 use deadpool_postgres::Pool;
+use medflow_domain::availability::BookingPolicy;
+use medflow_infra::audit::AuditLog;
+use medflow_infra::clock::SharedClock;
 use medflow_infra::crypto::keys::KeyRing;
+use medflow_infra::object_store::ObjectStore;
 
 pub struct AppState {
     pub pool: Pool,
     pub keys: KeyRing,
     pub max_wait_ms: u64,
+    pub clock: SharedClock,
+    pub booking_policy: BookingPolicy,
+    pub object_store: ObjectStore,
+    pub audit: AuditLog,
 }
 
 pub type SharedState = Arc<AppState>;

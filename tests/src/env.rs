@@ -13,7 +13,7 @@ use medflow_query_api::QueryApiSettings;
 use medflow_relay::metrics::RelayMetrics;
 use medflow_relay::RelaySettings;
 use rand::RngCore;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 
 use crate::database;
@@ -102,6 +102,20 @@ impl TestEnv {
             ("MEDFLOW_MASTER_KEYS".into(), self.master_keys.clone()),
             ("MEDFLOW_INDEX_KEY".into(), self.index_key.clone()),
             ("MEDFLOW_LOG_FORMAT".into(), "pretty".into()),
+            (
+                "MEDFLOW_S3_ACCESS_KEY".into(),
+                self.object_store_settings()
+                    .access_key
+                    .expose_secret()
+                    .to_owned(),
+            ),
+            (
+                "MEDFLOW_S3_SECRET_KEY".into(),
+                self.object_store_settings()
+                    .secret_key
+                    .expose_secret()
+                    .to_owned(),
+            ),
         ]
     }
 
@@ -109,6 +123,7 @@ impl TestEnv {
         CommandApiSettings {
             database: self.database_settings(),
             keys: self.key_settings(),
+            object_store: self.object_store_settings(),
             http_addr: loopback_any_port(),
             session_idle_timeout: Duration::from_secs(1800),
             session_absolute_lifetime: Duration::from_secs(12 * 3600),
@@ -122,6 +137,9 @@ impl TestEnv {
         QueryApiSettings {
             database: self.database_settings(),
             keys: self.key_settings(),
+            object_store: self.object_store_settings(),
+            booking_minimum_notice_minutes: 60,
+            booking_horizon_days: 60,
             http_addr: loopback_any_port(),
             session_idle_timeout: Duration::from_secs(1800),
             session_absolute_lifetime: Duration::from_secs(12 * 3600),

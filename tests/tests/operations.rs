@@ -51,6 +51,7 @@ async fn apis_serve_health_metrics_and_openapi() {
             .unwrap();
         assert_eq!(ready["status"], "ready", "{ready}");
         assert_eq!(ready["checks"]["postgres"], "ok");
+        assert_eq!(ready["checks"]["object_store"], "ok");
 
         let document: Value = http
             .get(format!("{base}/openapi.json"))

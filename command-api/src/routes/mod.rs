@@ -2,6 +2,11 @@
 
 pub mod accounts;
 pub mod admin_accounts;
+pub mod admin_doctors;
+pub mod doctor_availability;
+pub mod doctor_documents;
+pub mod doctor_profile;
+pub mod doctors;
 pub mod sessions;
 
 use std::net::IpAddr;
@@ -29,7 +34,53 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .route(web::post().to(sessions::login))
                 .route(web::delete().to(sessions::logout_everywhere)),
         )
-        .service(resource("/sessions/current", "DELETE").route(web::delete().to(sessions::logout)));
+        .service(resource("/sessions/current", "DELETE").route(web::delete().to(sessions::logout)))
+        .configure(configure_doctors);
+}
+
+fn configure_doctors(config: &mut web::ServiceConfig) {
+    config
+        .service(
+            resource("/doctors/me/profile", "PUT")
+                .route(web::put().to(doctor_profile::update_profile)),
+        )
+        .service(
+            resource("/doctors/me/submission", "POST")
+                .route(web::post().to(doctor_profile::submit)),
+        )
+        .service(
+            resource("/doctors/me/license-documents/uploads", "POST")
+                .route(web::post().to(doctor_documents::create_upload)),
+        )
+        .service(
+            resource("/doctors/me/license-documents", "POST")
+                .route(web::post().to(doctor_documents::attach)),
+        )
+        .service(
+            resource("/doctors/me/availability", "PUT")
+                .route(web::put().to(doctor_availability::set_availability)),
+        )
+        .service(
+            resource("/doctors/me/time-off", "POST")
+                .route(web::post().to(doctor_availability::add_time_off)),
+        )
+        .service(
+            resource("/doctors/me/time-off/{time_off_id}", "DELETE")
+                .route(web::delete().to(doctor_availability::remove_time_off)),
+        )
+        .service(
+            resource("/admin/doctors/{doctor_id}/approval", "POST")
+                .route(web::post().to(admin_doctors::approve)),
+        )
+        .service(
+            resource("/admin/doctors/{doctor_id}/rejection", "POST")
+                .route(web::post().to(admin_doctors::reject)),
+        )
+        .service(
+            resource("/admin/doctors/{doctor_id}/suspension", "POST, DELETE")
+                .route(web::post().to(admin_doctors::suspend))
+                .route(web::delete().to(admin_doctors::reinstate)),
+        );
 }
 
 /// Response of every accepted command.

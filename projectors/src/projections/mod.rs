@@ -1,3 +1,4 @@
 //! The read models, one module each.
 
 pub mod accounts;
+pub mod doctors;

@@ -1,6 +1,9 @@
 //! HTTP routes, one module per resource.
 
 pub mod accounts;
+pub mod admin_doctors;
+pub mod doctor_views;
+pub mod doctors;
 
 use actix_web::web;
 use chrono::{DateTime, Utc};
@@ -15,7 +18,21 @@ use uuid::Uuid;
 pub fn configure(config: &mut web::ServiceConfig) {
     config
         .service(resource("/me", "GET").route(web::get().to(accounts::me)))
-        .service(resource("/admin/accounts", "GET").route(web::get().to(accounts::list_accounts)));
+        .service(resource("/admin/accounts", "GET").route(web::get().to(accounts::list_accounts)))
+        .service(resource("/doctors", "GET").route(web::get().to(doctors::directory)))
+        .service(resource("/doctors/me/profile", "GET").route(web::get().to(doctors::own_profile)))
+        .service(resource("/doctors/{doctor_id}/slots", "GET").route(web::get().to(doctors::slots)))
+        .service(
+            resource("/admin/doctors/verification-queue", "GET")
+                .route(web::get().to(admin_doctors::verification_queue)),
+        )
+        .service(
+            resource(
+                "/admin/doctors/{doctor_id}/license-documents/{document_id}/download-url",
+                "GET",
+            )
+            .route(web::get().to(admin_doctors::document_download_url)),
+        );
 }
 
 /// An account as the directory shows it, personal data opened.
@@ -60,7 +77,7 @@ impl AccountView {
     }
 }
 
-async fn open(
+pub(crate) async fn open(
     keys: &KeyRing,
     subject: Uuid,
     field: &str,
