@@ -2,6 +2,8 @@
 //! running platform and prints each step. Every run uses fresh e-mail addresses, so it
 //! can be repeated against the same database.
 
+mod doctors;
+
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -161,6 +163,27 @@ pub async fn run(settings: DemoSettings) -> anyhow::Result<()> {
         "the session ends at once",
     )?;
     step("logged out everywhere; the next request got 401");
+
+    let okafor = doctors::DemoDoctor {
+        account_id: &people[0].0,
+        token: &people[0].2,
+        name: "Dr. Amara Okafor",
+        specialty: "cardiology",
+        time_zone: "Europe/Berlin",
+    };
+    let brandt = doctors::DemoDoctor {
+        account_id: &people[1].0,
+        token: &people[1].2,
+        name: "Dr. Lukas Brandt",
+        specialty: "neurology",
+        time_zone: "America/New_York",
+    };
+    doctors::onboard(&demo, &okafor).await?;
+    doctors::onboard(&demo, &brandt).await?;
+    doctors::review(&demo, &admin, &okafor, true).await?;
+    doctors::review(&demo, &admin, &brandt, false).await?;
+    doctors::browse(&demo, &people[2].2, &okafor).await?;
+    doctors::read_rejection(&demo, &brandt).await?;
     println!(
         "demo finished: {} accounts registered in run {}",
         people.len(),

@@ -1,0 +1,265 @@
+//! The doctor part of the demo: onboarding with a license upload through the S3 store,
+//! verification by the admin, and a patient finding the doctor and their slots.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use super::{expect, step, Demo};
+
+/// A tiny PDF standing in for a scanned license.
+const LICENSE_PDF: &[u8] = b"%PDF-1.4\n% MedFlow demo license scan\n%%EOF\n";
+
+pub struct DemoDoctor<'a> {
+    pub account_id: &'a str,
+    pub token: &'a str,
+    pub name: &'a str,
+    pub specialty: &'a str,
+    pub time_zone: &'a str,
+}
+
+/// Builds a profile, uploads and attaches a license and submits it for verification.
+pub async fn onboard(demo: &Demo, doctor: &DemoDoctor<'_>) -> anyhow::Result<()> {
+    let command = &demo.settings.command_url;
+    let profile = json!({
+        "display_name": doctor.name,
+        "specialty": doctor.specialty,
+        "license_number": format!("DE-{}", &doctor.account_id[..8]),
+        "issuing_authority": "Landesärztekammer Berlin",
+        "biography": "Video consultations for adults.",
+        "time_zone": doctor.time_zone,
+        "languages": ["en", "de"],
+    });
+    demo.send(
+        demo.http
+            .put(format!("{command}/doctors/me/profile"))
+            .bearer_auth(doctor.token)
+            .json(&profile),
+    )
+    .await?;
+
+    let ticket = demo
+        .send(
+            demo.http
+                .post(format!("{command}/doctors/me/license-documents/uploads"))
+                .bearer_auth(doctor.token)
+                .json(&json!({ "content_type": "application/pdf", "size": LICENSE_PDF.len() })),
+        )
+        .await?;
+    let upload_url = ticket["url"]
+        .as_str()
+        .context("upload ticket without url")?;
+    let uploaded = demo
+        .http
+        .put(upload_url)
+        .header("content-type", "application/pdf")
+        .body(LICENSE_PDF.to_vec())
+        .send()
+        .await?;
+    expect(
+        uploaded.status().is_success(),
+        "the S3 store accepts the presigned upload",
+    )?;
+    demo.send(
+        demo.http
+            .post(format!("{command}/doctors/me/license-documents"))
+            .bearer_auth(doctor.token)
+            .json(&json!({ "object_key": ticket["object_key"] })),
+    )
+    .await?;
+
+    let windows: Vec<Value> = ["monday", "tuesday", "wednesday", "thursday", "friday"]
+        .iter()
+        .map(|day| json!({ "weekday": day, "start": "09:00", "end": "17:00" }))
+        .collect();
+    demo.send(
+        demo.http
+            .put(format!("{command}/doctors/me/availability"))
+            .bearer_auth(doctor.token)
+            .json(&json!({ "windows": windows })),
+    )
+    .await?;
+    demo.send(
+        demo.http
+            .post(format!("{command}/doctors/me/submission"))
+            .bearer_auth(doctor.token),
+    )
+    .await?;
+    step(&format!(
+        "{} saved a profile, uploaded a license PDF to S3 and submitted it",
+        doctor.name
+    ));
+    Ok(())
+}
+
+/// Waits until the admin's verification queue lists the doctor; returns the entry.
+async fn queued(demo: &Demo, admin: &str, doctor_id: &str) -> anyhow::Result<Value> {
+    let url = format!(
+        "{}/admin/doctors/verification-queue",
+        demo.settings.query_url
+    );
+    let started = Instant::now();
+    loop {
+        let queue = demo.get(admin, &url).await?;
+        let found = queue["doctors"].as_array().and_then(|doctors| {
+            doctors
+                .iter()
+                .find(|entry| entry["doctor_id"] == doctor_id)
+                .cloned()
+        });
+        if let Some(entry) = found {
+            return Ok(entry);
+        }
+        expect(
+            started.elapsed() < Duration::from_secs(15),
+            "the doctor reaches the verification queue",
+        )?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The admin reads the license from S3 and approves (or rejects) the doctor.
+pub async fn review(
+    demo: &Demo,
+    admin: &str,
+    doctor: &DemoDoctor<'_>,
+    approve: bool,
+) -> anyhow::Result<()> {
+    let entry = queued(demo, admin, doctor.account_id).await?;
+    let document_id = entry["documents"][0]["document_id"]
+        .as_str()
+        .context("queued doctor without documents")?;
+    let link = demo
+        .get(
+            admin,
+            &format!(
+                "{}/admin/doctors/{}/license-documents/{document_id}/download-url",
+                demo.settings.query_url, doctor.account_id
+            ),
+        )
+        .await?;
+    let body = demo
+        .http
+        .get(link["url"].as_str().context("no download url")?)
+        .send()
+        .await?
+        .bytes()
+        .await?;
+    expect(
+        body.as_ref() == LICENSE_PDF,
+        "the downloaded license equals the upload",
+    )?;
+
+    let base = format!(
+        "{}/admin/doctors/{}",
+        demo.settings.command_url, doctor.account_id
+    );
+    if approve {
+        demo.send(
+            demo.http
+                .post(format!("{base}/approval"))
+                .bearer_auth(admin),
+        )
+        .await?;
+        step(&format!(
+            "admin downloaded {}'s license through a presigned URL and approved",
+            doctor.name
+        ));
+    } else {
+        let reason = json!({ "reason": "The license scan is not legible; upload a clearer copy." });
+        demo.send(
+            demo.http
+                .post(format!("{base}/rejection"))
+                .bearer_auth(admin)
+                .json(&reason),
+        )
+        .await?;
+        step(&format!(
+            "admin downloaded {}'s license and rejected it with a reason",
+            doctor.name
+        ));
+    }
+    Ok(())
+}
+
+/// A patient finds the verified doctor in the directory and lists their slots.
+pub async fn browse(demo: &Demo, patient: &str, doctor: &DemoDoctor<'_>) -> anyhow::Result<()> {
+    let url = format!(
+        "{}/doctors?specialty={}&name=okafor",
+        demo.settings.query_url, doctor.specialty
+    );
+    let started = Instant::now();
+    let entry = loop {
+        let page = demo.get(patient, &url).await?;
+        let found = page["doctors"].as_array().and_then(|doctors| {
+            doctors
+                .iter()
+                .find(|entry| entry["doctor_id"] == doctor.account_id)
+                .cloned()
+        });
+        if let Some(entry) = found {
+            break entry;
+        }
+        expect(
+            started.elapsed() < Duration::from_secs(15),
+            "the verified doctor appears in the directory",
+        )?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let next = entry["next_available_slot"]["start"]
+        .as_str()
+        .unwrap_or("none");
+    step(&format!(
+        "patient found {} in the directory; next slot {next}",
+        doctor.name
+    ));
+
+    let from = chrono::Utc::now();
+    let to = from + chrono::TimeDelta::days(7);
+    let format =
+        |at: chrono::DateTime<chrono::Utc>| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let slots = demo
+        .get(
+            patient,
+            &format!(
+                "{}/doctors/{}/slots?from={}&to={}",
+                demo.settings.query_url,
+                doctor.account_id,
+                format(from),
+                format(to)
+            ),
+        )
+        .await?;
+    let count = slots["slots"].as_array().map_or(0, Vec::len);
+    step(&format!(
+        "{count} bookable slots in the next 7 days, in UTC with zone {}",
+        slots["time_zone"]
+    ));
+    Ok(())
+}
+
+/// The rejected doctor reads the reason on their own profile.
+pub async fn read_rejection(demo: &Demo, doctor: &DemoDoctor<'_>) -> anyhow::Result<()> {
+    let url = format!("{}/doctors/me/profile", demo.settings.query_url);
+    let started = Instant::now();
+    loop {
+        let response = demo.http.get(&url).bearer_auth(doctor.token).send().await?;
+        if response.status() == StatusCode::OK {
+            let profile: Value = response.json().await?;
+            if profile["status"] == "rejected" {
+                step(&format!(
+                    "{} sees the rejection: {}",
+                    doctor.name, profile["decision_reason"]
+                ));
+                return Ok(());
+            }
+        }
+        expect(
+            started.elapsed() < Duration::from_secs(15),
+            "the rejection reaches the doctor's profile",
+        )?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
