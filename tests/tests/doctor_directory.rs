@@ -632,7 +632,7 @@ async fn admin_reviews_queue_and_downloads_license() {
     )
     .await;
 
-    // The doctor sees their own profile, including the rejection reason once rejected.
+    // The doctor's own profile shows the rejection reason once rejected.
     let reason = writer
         .keys
         .seal(doctor.0, "rejection_reason", b"scan is unreadable")

@@ -120,7 +120,7 @@ async fn queued(demo: &Demo, admin: &str, doctor_id: &str) -> anyhow::Result<Val
     }
 }
 
-/// The admin reads the license from S3 and approves (or rejects) the doctor.
+/// Has the admin read the license from S3 and approve (or reject) the doctor.
 pub async fn review(
     demo: &Demo,
     admin: &str,
@@ -184,7 +184,7 @@ pub async fn review(
     Ok(())
 }
 
-/// A patient finds the verified doctor in the directory and lists their slots.
+/// Has a patient find the verified doctor in the directory and list their slots.
 pub async fn browse(demo: &Demo, patient: &str, doctor: &DemoDoctor<'_>) -> anyhow::Result<()> {
     let url = format!(
         "{}/doctors?specialty={}&name=okafor",
@@ -240,7 +240,7 @@ pub async fn browse(demo: &Demo, patient: &str, doctor: &DemoDoctor<'_>) -> anyh
     Ok(())
 }
 
-/// The rejected doctor reads the reason on their own profile.
+/// Has the rejected doctor read the reason on their own profile.
 pub async fn read_rejection(demo: &Demo, doctor: &DemoDoctor<'_>) -> anyhow::Result<()> {
     let url = format!("{}/doctors/me/profile", demo.settings.query_url);
     let started = Instant::now();

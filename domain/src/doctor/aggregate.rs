@@ -59,7 +59,7 @@ pub struct DoctorProfile {
 }
 
 impl DoctorProfile {
-    /// The schedule slots are computed from, once the profile has a time zone.
+    /// Returns the schedule slots are computed from, once the profile has a time zone.
     pub fn schedule(&self) -> Option<DoctorSchedule> {
         let details = self.details.as_ref()?;
         Some(DoctorSchedule {
@@ -69,7 +69,7 @@ impl DoctorProfile {
         })
     }
 
-    /// Whether patients may find and book this doctor.
+    /// Returns whether patients may find and book this doctor.
     pub fn is_bookable(&self) -> bool {
         self.status == DoctorStatus::Verified
     }

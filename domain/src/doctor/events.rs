@@ -6,7 +6,7 @@ use super::{LicenseDocument, ProfileDetails};
 use crate::availability::{TimeRange, WeeklyAvailability};
 use crate::values::{AccountId, SealedValue};
 
-/// Why a verified profile went back to review.
+/// Cause of a verified profile going back to review.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReviewTrigger {

@@ -97,8 +97,8 @@ impl fmt::Display for Language {
     }
 }
 
-/// What a doctor states about themselves. Personal or free-text values arrive sealed
-/// under the doctor's data key; keyed hashes make them searchable and comparable.
+/// Details a doctor states about themselves. Personal or free-text values arrive sealed
+/// under the doctor's data key, and keyed hashes make them searchable and comparable.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProfileDetails {
     /// Public name in the directory, such as "Dr. Amara Okafor".
@@ -118,7 +118,7 @@ pub struct ProfileDetails {
 }
 
 impl ProfileDetails {
-    /// Whether `other` changes what an admin verified: the license number or authority.
+    /// Returns whether `other` changes what an admin verified: the license number or authority.
     pub fn license_differs(&self, other: &ProfileDetails) -> bool {
         self.license_fingerprint != other.license_fingerprint
             || self.issuing_authority != other.issuing_authority
