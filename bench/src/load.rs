@@ -105,8 +105,23 @@ pub async fn run(
         let measured = number >= warm_up_requests;
         tasks.push(tokio::spawn(async move {
             let ok = match request.send().await {
-                Ok(response) => response.status().is_success() && response.bytes().await.is_ok(),
-                Err(_) => false,
+                Ok(response) => {
+                    let status = response.status();
+                    let body = response.bytes().await;
+                    if !status.is_success() && number % 5000 == 0 {
+                        let text = body.as_ref().map(|bytes| {
+                            String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned()
+                        });
+                        eprintln!("request {number} failed with {status}: {text:?}");
+                    }
+                    status.is_success() && body.is_ok()
+                }
+                Err(error) => {
+                    if number % 5000 == 0 {
+                        eprintln!("request {number} failed: {error}");
+                    }
+                    false
+                }
             };
             if !measured {
                 return;

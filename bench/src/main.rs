@@ -43,7 +43,7 @@ enum Scenario {
     All,
 }
 
-#[tokio::main]
+#[actix_web::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let seeded = seed::seed(cli.doctors).await?;

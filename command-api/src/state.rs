@@ -22,6 +22,7 @@ use crate::rate_limit::LoginLimiter;
 use crate::CommandApiSettings;
 
 pub struct AppState {
+    pub clock: SharedClock,
     pub accounts: CommandBus<Account>,
     pub doctors: CommandBus<DoctorProfile>,
     /// Store of license documents, which clients upload through presigned URLs.
@@ -55,6 +56,7 @@ impl AppState {
             anyhow::anyhow!("failed to create the object store client: {error}")
         })?;
         let state = Self {
+            clock: clock.clone(),
             accounts: CommandBus::<Account>::new(sqlx_pool.clone(), ()),
             doctors: CommandBus::<DoctorProfile>::new(sqlx_pool, ()),
             object_store,

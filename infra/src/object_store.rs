@@ -197,4 +197,76 @@ impl ObjectStore {
             })
         })
     }
+
+    /// Reads up to `length` bytes from the start of an object.
+    pub async fn read_prefix(
+        &self,
+        object_key: &str,
+        length: u64,
+    ) -> Result<Vec<u8>, ObjectStoreError> {
+        let response = self
+            .bucket
+            .get_object_range(object_key, 0, Some(length.max(1) - 1))
+            .await?;
+        match response.status_code() {
+            200 | 206 => Ok(response.bytes().to_vec()),
+            status => Err(ObjectStoreError::Status(status)),
+        }
+    }
+
+    /// Copies an uploaded object to `attached/<upload key>/<suffix>` and deletes the
+    /// upload. A presigned PUT stays valid until it expires and can overwrite its key any
+    /// number of times, so anything the platform refers to must live under a key no
+    /// upload URL was ever issued for; the suffix (a new document id) keeps a second
+    /// attach of the same upload from overwriting the first copy.
+    pub async fn move_to_attached(
+        &self,
+        upload_key: &str,
+        suffix: &str,
+    ) -> Result<String, ObjectStoreError> {
+        let attached = format!("{}{suffix}", attached_prefix(upload_key));
+        let status = self
+            .bucket
+            .copy_object_internal(upload_key, &attached)
+            .await?;
+        if !(200..300).contains(&status) {
+            return Err(ObjectStoreError::Status(status));
+        }
+        // The copy is what counts; a failed cleanup only leaves an unreferenced object.
+        if let Err(error) = self.bucket.delete_object(upload_key).await {
+            tracing::warn!(%error, "failed to delete an upload after copying it");
+        }
+        Ok(attached)
+    }
+}
+
+/// Key prefix under which copies of `upload_key` are attached.
+pub fn attached_prefix(upload_key: &str) -> String {
+    format!("attached/{upload_key}/")
+}
+
+/// Returns whether `prefix` (the first bytes of a file) starts with the signature of
+/// `content_type`. Only the types accepted for documents are known.
+pub fn matches_signature(content_type: &str, prefix: &[u8]) -> bool {
+    match content_type {
+        "application/pdf" => prefix.starts_with(b"%PDF-"),
+        "image/png" => prefix.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "image/jpeg" => prefix.starts_with(&[0xFF, 0xD8, 0xFF]),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_match_their_types_only() {
+        assert!(matches_signature("application/pdf", b"%PDF-1.7 ..."));
+        assert!(matches_signature("image/png", b"\x89PNG\r\n\x1a\nrest"));
+        assert!(matches_signature("image/jpeg", &[0xFF, 0xD8, 0xFF, 0xE0]));
+        assert!(!matches_signature("image/png", b"%PDF-1.7"));
+        assert!(!matches_signature("application/pdf", b"<html>"));
+        assert!(!matches_signature("text/plain", b"%PDF-"));
+    }
 }

@@ -14,6 +14,7 @@ const DEFAULT_WAIT_MS: u64 = 2_000;
 
 /// Query parameters that ask a read to wait for a write.
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct WaitParams {
     /// Sequence returned by the command API; the read waits until the projection has
     /// applied the aggregate up to it.

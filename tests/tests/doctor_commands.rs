@@ -99,6 +99,20 @@ async fn upload_ticket(api: &Api, doctor: &Login, content_type: &str, size: u64)
     .await
 }
 
+/// A file of `size` bytes that starts like a PDF.
+fn pdf(size: usize) -> Vec<u8> {
+    let mut bytes = b"%PDF-1.4\n".to_vec();
+    bytes.resize(size, b'%');
+    bytes
+}
+
+/// A file of `size` bytes that starts like a JPEG.
+fn jpeg(size: usize) -> Vec<u8> {
+    let mut bytes = vec![0xFF, 0xD8, 0xFF, 0xE0];
+    bytes.resize(size, 0);
+    bytes
+}
+
 /// Sends `body` to the store with the ticket's URL, method and headers.
 async fn upload(api: &Api, ticket: &Value, body: Vec<u8>) -> StatusCode {
     assert_eq!(ticket["method"], "PUT");
@@ -130,7 +144,7 @@ async fn attach_new_document(api: &Api, doctor: &Login) -> Value {
         StatusCode::OK,
     )
     .await;
-    assert_eq!(upload(api, &ticket, vec![b'%'; 2048]).await, StatusCode::OK);
+    assert_eq!(upload(api, &ticket, pdf(2048)).await, StatusCode::OK);
     let object_key = ticket["object_key"].as_str().unwrap();
     expect_json(attach(api, doctor, object_key).await, StatusCode::CREATED).await
 }
@@ -197,10 +211,7 @@ async fn onboarding_flow_records_sealed_events() {
         "issuing an upload URL wrote an event"
     );
 
-    assert_eq!(
-        upload(&api, &ticket, vec![b'%'; 4096]).await,
-        StatusCode::OK
-    );
+    assert_eq!(upload(&api, &ticket, pdf(4096)).await, StatusCode::OK);
     let attached = expect_json(attach(&api, &doctor, object_key).await, StatusCode::CREATED).await;
     assert_eq!(attached["sequence"], 2);
     let document_id = attached["document_id"].as_str().unwrap().to_owned();
@@ -267,7 +278,9 @@ async fn onboarding_flow_records_sealed_events() {
     let document: Value = serde_json::from_str(&events[1].payload).unwrap();
     let document = &document["LicenseDocumentAttached"]["document"];
     assert_eq!(document["document_id"], document_id.as_str());
-    assert_eq!(document["object_key"], object_key);
+    // The document is stored under a copy that no upload URL can overwrite.
+    let attached_key = format!("attached/{object_key}/{document_id}");
+    assert_eq!(document["object_key"], attached_key.as_str());
     assert_eq!(document["content_type"], "application/pdf");
     assert_eq!(document["size"], 4096);
 
@@ -426,7 +439,7 @@ async fn document_uploads_reject_bad_input() {
         .http
         .put(declared["url"].as_str().unwrap())
         .header("content-type", "application/pdf")
-        .body(vec![b'%'; 2048])
+        .body(pdf(2048))
         .send()
         .await
         .expect("S3 store reachable");
@@ -450,7 +463,7 @@ async fn document_uploads_reject_bad_input() {
         StatusCode::OK,
     )
     .await;
-    assert_eq!(upload(&api, &ticket, vec![1; 256]).await, StatusCode::OK);
+    assert_eq!(upload(&api, &ticket, jpeg(256)).await, StatusCode::OK);
     let key = ticket["object_key"].as_str().unwrap();
     expect_json(attach(&api, &doctor, key).await, StatusCode::CREATED).await;
     expect_problem(attach(&api, &doctor, key).await, StatusCode::CONFLICT).await;

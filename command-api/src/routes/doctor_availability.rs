@@ -2,6 +2,7 @@
 //! (`POST /doctors/me/time-off`, `DELETE /doctors/me/time-off/{time_off_id}`).
 
 use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{DateTime, TimeDelta, Utc};
 use medflow_domain::availability::{RawWindow, TimeRange, WeeklyAvailability};
 use medflow_domain::doctor::DoctorCommand;
 use medflow_domain::values::truncate;
@@ -86,15 +87,33 @@ pub struct TimeOffAdded {
 
 /// Parses the time off range. `TimeRange::parse` names its errors `<prefix>.start`
 /// and `<prefix>.end`, but here `start` and `end` are top-level fields of the body.
-fn parse_time_off(start: &str, end: &str) -> Result<TimeRange, FieldError> {
+/// The range must also end in the future and last at most [`TIME_OFF_MAX_DAYS`]: past
+/// time off changes nothing, and endless ranges would hide a doctor without a trace.
+fn parse_time_off(start: &str, end: &str, now: DateTime<Utc>) -> Result<TimeRange, FieldError> {
     const PREFIX: &str = "time_off";
-    TimeRange::parse(PREFIX, start, end).map_err(|mut error| {
+    let range = TimeRange::parse(PREFIX, start, end).map_err(|mut error| {
         if let Some(field) = error.field.strip_prefix(&format!("{PREFIX}.")) {
             error.field = field.to_owned();
         }
         error
-    })
+    })?;
+    if range.end() <= now {
+        return Err(FieldError::new(
+            "end",
+            "lies in the past; time off must end in the future",
+        ));
+    }
+    if range.end() - range.start() > TimeDelta::days(TIME_OFF_MAX_DAYS) {
+        return Err(FieldError::new(
+            "end",
+            format!("makes the time off longer than {TIME_OFF_MAX_DAYS} days; split it or suspend availability instead"),
+        ));
+    }
+    Ok(range)
 }
+
+/// Longest single time-off range, in days.
+pub const TIME_OFF_MAX_DAYS: i64 = 366;
 
 #[utoipa::path(
     put,
@@ -163,7 +182,7 @@ pub async fn add_time_off(
     body: JsonBody<TimeOffRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let doctor = require_doctor(&auth)?;
-    let range = parse_time_off(&body.start, &body.end)?;
+    let range = parse_time_off(&body.start, &body.end, state.clock.now())?;
     let time_off_id = Uuid::new_v4();
     let command = DoctorCommand::AddTimeOff { time_off_id, range };
     let committed = execute(&state, &request, &auth.session, doctor, command).await?;
@@ -227,11 +246,33 @@ pub async fn remove_time_off(
 mod tests {
     use super::*;
 
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-05-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
     #[test]
     fn time_off_errors_name_body_fields() {
-        let error = parse_time_off("2026-05-02T10:00:00Z", "2026-05-02T09:00:00Z").unwrap_err();
+        let error =
+            parse_time_off("2026-05-02T10:00:00Z", "2026-05-02T09:00:00Z", now()).unwrap_err();
         assert_eq!(error.field, "end");
-        let error = parse_time_off("tomorrow", "2026-05-02T09:00:00Z").unwrap_err();
+        let error = parse_time_off("tomorrow", "2026-05-02T09:00:00Z", now()).unwrap_err();
         assert_eq!(error.field, "start");
+    }
+
+    #[test]
+    fn time_off_must_end_in_future_and_be_bounded() {
+        let past =
+            parse_time_off("2026-04-01T00:00:00Z", "2026-04-02T00:00:00Z", now()).unwrap_err();
+        assert!(past.detail.contains("in the past"), "{}", past.detail);
+        let long =
+            parse_time_off("2026-05-02T00:00:00Z", "2027-06-01T00:00:00Z", now()).unwrap_err();
+        assert!(
+            long.detail.contains("longer than 366 days"),
+            "{}",
+            long.detail
+        );
+        assert!(parse_time_off("2026-05-02T00:00:00Z", "2026-05-03T00:00:00Z", now()).is_ok());
     }
 }

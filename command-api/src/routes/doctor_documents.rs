@@ -12,7 +12,9 @@ use medflow_domain::doctor::{
 };
 use medflow_domain::values::{truncate, AccountId};
 use medflow_domain::FieldError;
-use medflow_infra::object_store::{ObjectStore, ObjectStoreError, UploadTicket};
+use medflow_infra::object_store::{
+    attached_prefix, matches_signature, ObjectStore, ObjectStoreError, UploadTicket,
+};
 use medflow_infra::web::auth::Authenticated;
 use medflow_infra::web::json::{Field, JsonBody, JsonKind, RequestBody};
 use medflow_infra::web::problem::Problem;
@@ -232,11 +234,11 @@ pub async fn attach(
     check_can_attach(&profile)?;
     // Checked here for a message naming the existing document; the aggregate rejects a
     // repeated object key too, so concurrent attaches of one key cannot both succeed.
-    if let Some(existing) = profile
-        .documents
-        .iter()
-        .find(|document| document.object_key == object_key)
-    {
+    if let Some(existing) = profile.documents.iter().find(|document| {
+        document
+            .object_key
+            .starts_with(&attached_prefix(&object_key))
+    }) {
         return Err(ApiError::Conflict(format!(
             "this object is already attached as document {}",
             existing.document_id
@@ -278,10 +280,32 @@ pub async fn attach(
         ));
     }
 
+    // The declared type is only what the client claimed; the file must start like one.
+    let prefix = state
+        .object_store
+        .read_prefix(&object_key, 16)
+        .await
+        .map_err(store_unavailable)?;
+    if !matches_signature(&content_type, &prefix) {
+        return Err(ApiError::field(
+            "object_key",
+            format!(
+                "the stored file is not a valid {content_type} file; upload the document itself"
+            ),
+        ));
+    }
+    // The upload URL could overwrite the object until it expires, so the document is
+    // moved to a key no upload URL points to before anything refers to it.
     let document_id = Uuid::new_v4();
+    let attached_key = state
+        .object_store
+        .move_to_attached(&object_key, &document_id.to_string())
+        .await
+        .map_err(store_unavailable)?;
+
     let document = LicenseDocument {
         document_id,
-        object_key,
+        object_key: attached_key,
         content_type,
         size: stored.size,
     };

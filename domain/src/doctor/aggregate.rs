@@ -81,6 +81,18 @@ impl DoctorProfile {
         Ok(())
     }
 
+    /// Allows schedule changes unless the profile is missing or suspended.
+    fn require_editable_schedule(&self, action: &'static str) -> Result<(), DoctorError> {
+        self.require_profile()?;
+        if self.status == DoctorStatus::Suspended {
+            return Err(DoctorError::InvalidTransition {
+                action,
+                status: self.status,
+            });
+        }
+        Ok(())
+    }
+
     fn transition(
         &self,
         action: &'static str,
@@ -214,12 +226,12 @@ impl Aggregate for DoctorProfile {
                     .await;
             }
             DoctorCommand::SetWeeklyAvailability { weekly } => {
-                self.require_profile()?;
+                self.require_editable_schedule("change the availability of")?;
                 sink.write(DoctorEvent::WeeklyAvailabilitySet { weekly }, self)
                     .await;
             }
             DoctorCommand::AddTimeOff { time_off_id, range } => {
-                self.require_profile()?;
+                self.require_editable_schedule("add time off to")?;
                 if self.time_off.iter().any(|(id, _)| *id == time_off_id) {
                     return Err(DoctorError::DuplicateTimeOff(time_off_id));
                 }
@@ -230,7 +242,7 @@ impl Aggregate for DoctorProfile {
                     .await;
             }
             DoctorCommand::RemoveTimeOff { time_off_id } => {
-                self.require_profile()?;
+                self.require_editable_schedule("remove time off from")?;
                 if !self.time_off.iter().any(|(id, _)| *id == time_off_id) {
                     return Err(DoctorError::TimeOffNotFound(time_off_id));
                 }
@@ -479,6 +491,24 @@ mod tests {
             .then_expect_events(vec![DoctorEvent::DoctorReinstated {
                 reinstated_by: ADMIN,
             }]);
+    }
+
+    #[test]
+    fn suspended_profile_cannot_change_schedule() {
+        let mut history = verified_history();
+        history.push(DoctorEvent::DoctorSuspended {
+            reason: sealed("complaint"),
+            suspended_by: ADMIN,
+        });
+        DoctorTest::with(())
+            .given(history)
+            .when(DoctorCommand::SetWeeklyAvailability {
+                weekly: WeeklyAvailability::default(),
+            })
+            .then_expect_error(DoctorError::InvalidTransition {
+                action: "change the availability of",
+                status: DoctorStatus::Suspended,
+            });
     }
 
     #[test]

@@ -65,6 +65,23 @@ impl Specialty {
 /// Maximum number of consultation languages per profile.
 pub const MAX_LANGUAGES: usize = 10;
 
+/// The ISO 639-1 language codes (the 183 current two-letter codes of the ISO 639
+/// registration authority).
+pub const ISO_639_1: &[&str] = &[
+    "aa", "ab", "ae", "af", "ak", "am", "an", "ar", "as", "av", "ay", "az", "ba", "be", "bg", "bi",
+    "bm", "bn", "bo", "br", "bs", "ca", "ce", "ch", "co", "cr", "cs", "cu", "cv", "cy", "da", "de",
+    "dv", "dz", "ee", "el", "en", "eo", "es", "et", "eu", "fa", "ff", "fi", "fj", "fo", "fr", "fy",
+    "ga", "gd", "gl", "gn", "gu", "gv", "ha", "he", "hi", "ho", "hr", "ht", "hu", "hy", "hz", "ia",
+    "id", "ie", "ig", "ii", "ik", "io", "is", "it", "iu", "ja", "jv", "ka", "kg", "ki", "kj", "kk",
+    "kl", "km", "kn", "ko", "kr", "ks", "ku", "kv", "kw", "ky", "la", "lb", "lg", "li", "ln", "lo",
+    "lt", "lu", "lv", "mg", "mh", "mi", "mk", "ml", "mn", "mr", "ms", "mt", "my", "na", "nb", "nd",
+    "ne", "ng", "nl", "nn", "no", "nr", "nv", "ny", "oc", "oj", "om", "or", "os", "pa", "pi", "pl",
+    "ps", "pt", "qu", "rm", "rn", "ro", "ru", "rw", "sa", "sc", "sd", "se", "sg", "si", "sk", "sl",
+    "sm", "sn", "so", "sq", "sr", "ss", "st", "su", "sv", "sw", "ta", "te", "tg", "th", "ti", "tk",
+    "tl", "tn", "to", "tr", "ts", "tt", "tw", "ty", "ug", "uk", "ur", "uz", "ve", "vi", "vo", "wa",
+    "wo", "xh", "yi", "yo", "za", "zh", "zu",
+];
+
 /// A consultation language as an ISO 639-1 code, such as `en` or `de`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -73,7 +90,7 @@ pub struct Language(String);
 impl Language {
     pub fn parse(field: &str, raw: &str) -> Result<Self, FieldError> {
         let normalized = raw.trim().to_ascii_lowercase();
-        if normalized.len() == 2 && normalized.bytes().all(|byte| byte.is_ascii_lowercase()) {
+        if ISO_639_1.contains(&normalized.as_str()) {
             Ok(Self(normalized))
         } else {
             Err(FieldError::new(
@@ -165,7 +182,7 @@ mod tests {
             Language::parse("languages[0]", "EN").unwrap().as_str(),
             "en"
         );
-        for raw in ["eng", "e", "e1", ""] {
+        for raw in ["eng", "e", "e1", "", "zz", "qq"] {
             assert!(
                 Language::parse("languages[0]", raw).is_err(),
                 "{raw:?} was accepted"

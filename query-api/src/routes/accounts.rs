@@ -71,6 +71,7 @@ pub async fn me(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct ListParams {
     /// Only accounts with this role: patient, doctor or admin.
     pub role: Option<String>,

@@ -21,6 +21,7 @@ use crate::state::SharedState;
 const QUEUE_PAGE_SIZE: i64 = 50;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct QueueParams {
     /// Cursor from the previous page's `next_cursor`.
     pub cursor: Option<String>,

@@ -28,6 +28,7 @@ pub const DEFAULT_PAGE_SIZE: i64 = 20;
 pub const MAX_PAGE_SIZE: i64 = 100;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct DirectoryParams {
     /// Only doctors of this specialty, such as `cardiology`.
     pub specialty: Option<String>,
@@ -231,6 +232,7 @@ fn decode_cursor(raw: &str) -> Option<(DateTime<Utc>, Uuid)> {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct SlotParams {
     /// Start of the range, RFC 3339 (for example `2026-12-07T00:00:00Z`).
     #[param(value_type = String, format = DateTime)]
