@@ -3,7 +3,7 @@
 //!
 //! An upload URL signs the object key, the content type and the exact content length,
 //! so the store rejects a request that sends another type or size. After the client
-//! reports the upload, [`ObjectStore::stat`] reads what the store actually holds before
+//! reports the upload, [`ObjectStore::stat`] reads what the store actually contains before
 //! anything refers to the object.
 
 use std::time::Duration;
@@ -33,7 +33,7 @@ pub struct ObjectStoreSettings {
     )]
     pub region: String,
 
-    /// Bucket that holds documents.
+    /// Bucket that contains documents.
     #[arg(
         long = "s3-bucket",
         env = "MEDFLOW_S3_BUCKET",
@@ -56,7 +56,7 @@ pub struct ObjectStoreSettings {
     pub presign_expiry_secs: u32,
 }
 
-/// What a client needs to upload one object.
+/// Everything a client needs to upload one object.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct UploadTicket {
     /// Server-chosen object key; the client cannot pick or guess it.
@@ -183,7 +183,8 @@ impl ObjectStore {
         }
     }
 
-    /// Readiness check: the store answers a HEAD request (a missing object is fine).
+    /// Returns a readiness check that passes when the store responds to a HEAD request
+    /// (a missing object counts as a response).
     pub fn readiness_check(&self) -> crate::web::health::Check {
         let store = self.clone();
         std::sync::Arc::new(move || {

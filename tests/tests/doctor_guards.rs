@@ -158,7 +158,7 @@ async fn languages_must_be_iso_639_1() {
 }
 
 #[tokio::test]
-async fn time_off_must_end_in_future_and_be_bounded() {
+async fn time_off_range_is_bounded() {
     let env = TestEnv::new().await;
     let api = Api::new(&env.start_command_api().await, "");
     let doctor = doctor_with_profile(&api).await;
