@@ -4,6 +4,7 @@
 
 pub mod configuration;
 pub mod consistency;
+pub mod cursor;
 pub mod openapi;
 pub mod routes;
 pub mod startup;

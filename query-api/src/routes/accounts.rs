@@ -1,8 +1,6 @@
 //! `GET /me` and the admin account list, both from the `accounts` projection.
 
 use actix_web::{web, HttpResponse};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use medflow_domain::values::{truncate, Role};
 use medflow_domain::FieldError;
@@ -16,6 +14,7 @@ use uuid::Uuid;
 
 use super::{AccountView, ACCOUNT_COLUMNS};
 use crate::consistency::{wait_for, WaitParams};
+use crate::cursor;
 use crate::state::SharedState;
 
 const PROJECTION: &str = "accounts";
@@ -212,7 +211,7 @@ pub async fn list_accounts(
         accounts.push(AccountView::from_row(row, &state.keys).await?);
     }
     let next_cursor = match (has_more, accounts.last()) {
-        (true, Some(last)) => Some(encode_cursor(last.registered_at, last.account_id)),
+        (true, Some(last)) => Some(cursor::encode(last.registered_at, last.account_id)),
         _ => None,
     };
     Ok(HttpResponse::Ok().json(AccountPage {
@@ -286,7 +285,7 @@ impl Filter {
         };
         let after = match params.cursor.as_deref() {
             None => None,
-            Some(raw) => match decode_cursor(raw) {
+            Some(raw) => match cursor::decode(raw) {
                 Some(after) => Some(after),
                 None => {
                     errors.push(FieldError::new(
@@ -308,33 +307,5 @@ impl Filter {
         } else {
             Err(ApiError::Validation(errors))
         }
-    }
-}
-
-fn encode_cursor(registered_at: DateTime<Utc>, account_id: Uuid) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}|{account_id}", registered_at.to_rfc3339()))
-}
-
-fn decode_cursor(raw: &str) -> Option<(DateTime<Utc>, Uuid)> {
-    let decoded = String::from_utf8(URL_SAFE_NO_PAD.decode(raw).ok()?).ok()?;
-    let (time, id) = decoded.split_once('|')?;
-    Some((
-        DateTime::parse_from_rfc3339(time).ok()?.with_timezone(&Utc),
-        Uuid::parse_str(id).ok()?,
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursor_round_trips() {
-        let time = DateTime::parse_from_rfc3339("2026-03-29T01:30:00.123456Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        let id = Uuid::from_u128(42);
-        assert_eq!(decode_cursor(&encode_cursor(time, id)), Some((time, id)));
-        assert_eq!(decode_cursor("not-a-cursor"), None);
     }
 }

@@ -1,8 +1,6 @@
 //! Admin views of doctors: the verification queue and license document downloads.
 
 use actix_web::{web, HttpResponse};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use medflow_domain::values::{truncate, Role};
 use medflow_domain::FieldError;
@@ -16,6 +14,7 @@ use uuid::Uuid;
 
 use super::doctor_views::{DoctorRow, DOCTOR_COLUMNS};
 use super::doctors::OwnProfile;
+use crate::cursor;
 use crate::state::SharedState;
 
 const QUEUE_PAGE_SIZE: i64 = 50;
@@ -55,7 +54,7 @@ pub async fn verification_queue(
     auth.require_role(&[Role::Admin])?;
     let after = match params.cursor.as_deref() {
         None => None,
-        Some(raw) => Some(decode_cursor(raw).ok_or_else(|| {
+        Some(raw) => Some(cursor::decode(raw).ok_or_else(|| {
             FieldError::new(
                 "cursor",
                 format!("'{}' is not a cursor from this API", truncate(raw, 40)),
@@ -85,22 +84,13 @@ pub async fn verification_queue(
         doctors.push(OwnProfile::build(&doctor, &state.keys).await?);
     }
     let next_cursor = match (has_more, last) {
-        (true, Some((at, id))) => Some(URL_SAFE_NO_PAD.encode(format!("{}|{id}", at.to_rfc3339()))),
+        (true, Some((at, id))) => Some(cursor::encode(at, id)),
         _ => None,
     };
     Ok(HttpResponse::Ok().json(VerificationQueue {
         doctors,
         next_cursor,
     }))
-}
-
-fn decode_cursor(raw: &str) -> Option<(DateTime<Utc>, Uuid)> {
-    let decoded = String::from_utf8(URL_SAFE_NO_PAD.decode(raw).ok()?).ok()?;
-    let (time, id) = decoded.split_once('|')?;
-    Some((
-        DateTime::parse_from_rfc3339(time).ok()?.with_timezone(&Utc),
-        Uuid::parse_str(id).ok()?,
-    ))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -2,8 +2,6 @@
 //! projection.
 
 use actix_web::{web, HttpResponse};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use medflow_domain::availability::{RawWindow, Slot, SlotList};
 use medflow_domain::doctor::{Language, LicenseDocument, Specialty};
@@ -20,6 +18,7 @@ use uuid::Uuid;
 
 use super::doctor_views::{next_available_slot, DoctorRow, TimeOffEntry, DOCTOR_COLUMNS};
 use crate::consistency::{wait_for, WaitParams};
+use crate::cursor;
 use crate::state::SharedState;
 
 const PROJECTION: &str = "doctors";
@@ -143,7 +142,7 @@ pub async fn directory(
         });
     }
     let next_cursor = match (has_more, last) {
-        (true, Some((at, id))) => Some(URL_SAFE_NO_PAD.encode(format!("{}|{id}", at.to_rfc3339()))),
+        (true, Some((at, id))) => Some(cursor::encode(at, id)),
         _ => None,
     };
     Ok(HttpResponse::Ok().json(DirectoryPage {
@@ -201,7 +200,7 @@ impl DirectoryFilter {
             let detail = format!("'{}' is not a cursor from this API", truncate(raw, 40));
             keep(
                 &mut errors,
-                decode_cursor(raw).ok_or_else(|| FieldError::new("cursor", detail)),
+                cursor::decode(raw).ok_or_else(|| FieldError::new("cursor", detail)),
             )
         });
         if !errors.is_empty() {
@@ -220,15 +219,6 @@ impl DirectoryFilter {
 /// Returns the value, or records the error and returns `None`.
 fn keep<T>(errors: &mut Vec<FieldError>, result: Result<T, FieldError>) -> Option<T> {
     result.map_err(|error| errors.push(error)).ok()
-}
-
-fn decode_cursor(raw: &str) -> Option<(DateTime<Utc>, Uuid)> {
-    let decoded = String::from_utf8(URL_SAFE_NO_PAD.decode(raw).ok()?).ok()?;
-    let (time, id) = decoded.split_once('|')?;
-    Some((
-        DateTime::parse_from_rfc3339(time).ok()?.with_timezone(&Utc),
-        Uuid::parse_str(id).ok()?,
-    ))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
