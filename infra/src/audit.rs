@@ -23,7 +23,7 @@ impl Outcome {
 pub struct AuditEntry {
     pub actor_id: Option<AccountId>,
     pub actor_role: Option<Role>,
-    /// What happened, as a stable dotted name such as `session.login`.
+    /// Action, as a stable dotted name such as `session.login`.
     pub action: &'static str,
     pub target_type: Option<&'static str>,
     pub target_id: Option<String>,

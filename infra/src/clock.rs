@@ -23,7 +23,7 @@ pub fn system_clock() -> SharedClock {
     Arc::new(SystemClock)
 }
 
-/// A clock that moves only when told to, for exact tests of expiry rules.
+/// Clock that moves only when advanced, for exact tests of expiry rules.
 pub struct ManualClock {
     now: std::sync::Mutex<DateTime<Utc>>,
 }

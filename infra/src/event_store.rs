@@ -12,7 +12,7 @@ use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventStore};
 use medflow_domain::values::{AccountId, Role};
 use postgres_es::PostgresEventRepository;
 
-/// Who caused an event and in which request. Never carries personal data.
+/// Actor and request behind an event. Never carries personal data.
 #[derive(Debug, Clone)]
 pub struct EventMetadata {
     pub actor_id: Option<AccountId>,

@@ -15,7 +15,7 @@ pub use settings::ProjectorSettings;
 
 use std::sync::Arc;
 
-/// Every projection this service maintains.
+/// Returns every projection this service maintains.
 pub fn all_projections() -> Vec<Arc<dyn Projection>> {
     vec![
         Arc::new(projections::accounts::AccountsProjection),

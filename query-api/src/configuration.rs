@@ -33,7 +33,7 @@ pub struct QueryApiSettings {
     #[arg(long = "session-absolute-lifetime", env = "MEDFLOW_SESSION_ABSOLUTE_LIFETIME_SECS", default_value = "43200", value_parser = parse_seconds)]
     pub session_absolute_lifetime: Duration,
 
-    /// Longest a request may wait for a projection to catch up, in milliseconds.
+    /// Maximum time a request may wait for a projection to catch up, in milliseconds.
     #[arg(
         long = "max-wait-ms",
         env = "MEDFLOW_QUERY_MAX_WAIT_MS",

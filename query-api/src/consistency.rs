@@ -20,7 +20,7 @@ pub struct WaitParams {
     /// applied the aggregate up to it.
     #[param(value_type = Option<i64>, minimum = 1)]
     pub wait_for_sequence: Option<String>,
-    /// Longest wait in milliseconds (default 2000, capped by the server's maximum).
+    /// Maximum wait in milliseconds (default 2000, capped by the server's maximum).
     #[param(value_type = Option<u64>, minimum = 0)]
     pub wait_ms: Option<String>,
 }
@@ -75,7 +75,7 @@ impl WaitParams {
     }
 }
 
-/// Waits until `projection` has applied `aggregate_id` up to `sequence`; answers 503
+/// Waits until `projection` has applied `aggregate_id` up to `sequence`. Returns 503
 /// with a retry hint if that takes longer than `timeout`.
 pub async fn wait_for(
     pool: &Pool,

@@ -139,7 +139,7 @@ impl Relay {
             match self.try_lock().await {
                 Ok(Some(client)) => return Ok(Some(client)),
                 Ok(None) if !waiting_logged => {
-                    tracing::info!(relay = %self.settings.name, "another relay holds the lock; waiting");
+                    tracing::info!(relay = %self.settings.name, "relay lock is taken by another relay; waiting");
                     waiting_logged = true;
                 }
                 Ok(None) => {}
@@ -160,7 +160,7 @@ impl Relay {
                 &[&key],
             )
             .await?;
-        // The session lock lives as long as this connection. The caller holds the pooled
+        // The session lock lives as long as this connection. The caller keeps the pooled
         // object for the relay's lifetime, so the pool never hands it to other work.
         Ok(row.get::<_, bool>(0).then_some(client))
     }

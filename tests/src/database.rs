@@ -1,4 +1,4 @@
-//! Per-test databases cloned from a template that holds the migrated schema.
+//! Per-test databases cloned from a template that contains the migrated schema.
 
 use sha2::{Digest, Sha256};
 use tokio_postgres::NoTls;
@@ -88,7 +88,7 @@ pub async fn create_test_database() -> String {
     name
 }
 
-/// Drops a test database, disconnecting whoever still uses it.
+/// Drops a test database, disconnecting every session still using it.
 pub async fn drop_database(name: &str) {
     let admin = connect(ADMIN_URL).await;
     let _ = admin

@@ -186,7 +186,7 @@ async fn admin_list_pages_through_every_account() {
         expected.push(account_id);
     }
 
-    // Read-your-writes holds per aggregate: accounts sit in different partitions, so the
+    // Read-your-writes applies per aggregate: accounts sit in different partitions, so the
     // last one being projected says nothing about the others. Wait for each.
     for account in &expected {
         let wait = format!(

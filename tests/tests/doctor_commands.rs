@@ -99,14 +99,14 @@ async fn upload_ticket(api: &Api, doctor: &Login, content_type: &str, size: u64)
     .await
 }
 
-/// A file of `size` bytes that starts like a PDF.
+/// Returns a file of `size` bytes that starts like a PDF.
 fn pdf(size: usize) -> Vec<u8> {
     let mut bytes = b"%PDF-1.4\n".to_vec();
     bytes.resize(size, b'%');
     bytes
 }
 
-/// A file of `size` bytes that starts like a JPEG.
+/// Returns a file of `size` bytes that starts like a JPEG.
 fn jpeg(size: usize) -> Vec<u8> {
     let mut bytes = vec![0xFF, 0xD8, 0xFF, 0xE0];
     bytes.resize(size, 0);

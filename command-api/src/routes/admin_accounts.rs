@@ -30,7 +30,7 @@ pub struct CreateAdminRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SuspensionRequest {
-    /// Why the account is suspended, 1 to 500 characters. Stored encrypted.
+    /// Reason for the suspension, 1 to 500 characters. Stored encrypted.
     pub reason: String,
 }
 

@@ -112,7 +112,7 @@ fn parse_time_off(start: &str, end: &str, now: DateTime<Utc>) -> Result<TimeRang
     Ok(range)
 }
 
-/// Longest single time-off range, in days.
+/// Maximum length of one time-off range, in days.
 pub const TIME_OFF_MAX_DAYS: i64 = 366;
 
 #[utoipa::path(
@@ -262,7 +262,7 @@ mod tests {
     }
 
     #[test]
-    fn time_off_must_end_in_future_and_be_bounded() {
+    fn time_off_range_is_bounded() {
         let past =
             parse_time_off("2026-04-01T00:00:00Z", "2026-04-02T00:00:00Z", now()).unwrap_err();
         assert!(past.detail.contains("in the past"), "{}", past.detail);

@@ -111,7 +111,7 @@ pub fn metadata(actor: Option<&Session>) -> EventMetadata {
     }
 }
 
-/// The client's IP address as the TCP peer. Forwarding headers are ignored because
+/// Returns the client's IP address, taken from the TCP peer. Forwarding headers are ignored because
 /// any client can set them.
 pub fn client_address(request: &HttpRequest) -> IpAddr {
     request

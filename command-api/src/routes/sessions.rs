@@ -161,7 +161,7 @@ pub async fn login(
     // A suspension that committed after the status check above revokes sessions only
     // after its commit, and may have run before this session existed. Checking again
     // now closes that window: either the suspension's revocation saw this session, or
-    // this check sees the suspension.
+    // this check reads the suspension.
     let (latest, _) = state
         .accounts
         .load(&account_id.to_string())

@@ -1,4 +1,4 @@
-//! Session bearer tokens: 256 random bits, sent to the client once; only the SHA-256
+//! Session bearer tokens: 256 random bits, sent to the client once. Only the SHA-256
 //! of a token is stored, so a database dump cannot be replayed as a login.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

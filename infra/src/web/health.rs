@@ -1,4 +1,4 @@
-//! Liveness and readiness endpoints. Liveness says the process serves HTTP; readiness
+//! Liveness and readiness endpoints. Liveness reports that the process serves HTTP, and readiness
 //! runs each dependency check and answers 503 while any of them fails.
 
 use std::sync::Arc;

@@ -10,7 +10,7 @@ pub mod request_id;
 
 pub use problem::ApiError;
 
-/// A resource whose other methods get 405 with an `Allow` header listing `allowed`.
+/// Creates a resource whose other methods get 405 with an `Allow` header listing `allowed`.
 pub fn resource(path: &str, allowed: &'static str) -> actix_web::Resource {
     actix_web::web::resource(path).default_service(actix_web::web::to(move || async move {
         Err::<actix_web::HttpResponse, _>(ApiError::MethodNotAllowed { allowed })

@@ -26,8 +26,9 @@ pub trait Projection: Send + Sync + 'static {
     /// Tables that hold this projection's state; a rebuild truncates them.
     fn tables(&self) -> &'static [&'static str];
 
-    /// Applies one event inside the framework's transaction. Called at most once per
-    /// (aggregate, sequence), in sequence order per aggregate.
+    /// Applies one event inside the framework's transaction. Events reach it in sequence
+    /// order per aggregate, and its changes commit at most once per (aggregate, sequence);
+    /// a failed transaction is rolled back and the event applied again.
     async fn apply(&self, transaction: &Transaction<'_>, event: &StoredEvent)
         -> anyhow::Result<()>;
 }

@@ -89,7 +89,7 @@ pub struct ListParams {
     /// Sequence of that account to wait for, from a command response.
     #[param(value_type = Option<i64>, minimum = 1)]
     pub wait_for_sequence: Option<String>,
-    /// Longest wait in milliseconds (default 2000, capped by the server's maximum).
+    /// Maximum wait in milliseconds (default 2000, capped by the server's maximum).
     #[param(value_type = Option<u64>, minimum = 0)]
     pub wait_ms: Option<String>,
 }

@@ -45,7 +45,7 @@ pub struct AccountView {
     /// `null` once the person's data key has been destroyed.
     pub email: Option<String>,
     pub name: Option<String>,
-    /// Why the account is suspended; absent while it is active.
+    /// Reason for the current suspension; absent while the account is active.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub suspension_reason: Option<String>,
     pub registered_at: DateTime<Utc>,
