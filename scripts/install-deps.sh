@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Installs what the local stack and the build need and the machine lacks:
 # Debian packages for rdkafka's cmake build, the Kafka-protocol broker (nisshi),
-# the S3 server (s3s-fs) and the SMTP catcher (maildev). Idempotent: a tool that
-# is already installed at its pinned version is not rebuilt.
+# the S3 server (s3s-fs), the SMTP catcher (maildev) and LiveKit's Node.js server
+# SDK (livekit-server-sdk), which tests use to verify video tokens and sign
+# webhooks. Idempotent: a tool that is already installed at its pinned version is
+# not rebuilt.
 set -euo pipefail
 
 NISSHI_VERSION=0.7.0-pre.2
 S3S_FS_VERSION=0.14.1
 MAILDEV_VERSION=3.0.0
+# 2.19.2 requires Node.js 19 or later.
+LIVEKIT_SERVER_SDK_VERSION=2.19.2
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 tools="$root/.stack/tools"
@@ -48,6 +52,11 @@ if [[ ! -x "$tools/node_modules/.bin/maildev" ]] || \
    [[ $(node -p "require('$tools/node_modules/maildev/package.json').version" 2>/dev/null) != "$MAILDEV_VERSION" ]]; then
   log "npm install maildev@$MAILDEV_VERSION"
   npm install --silent --no-audit --no-fund --prefix "$tools" "maildev@$MAILDEV_VERSION" >/dev/null
+fi
+
+if [[ $(node -p "require('$tools/node_modules/livekit-server-sdk/package.json').version" 2>/dev/null) != "$LIVEKIT_SERVER_SDK_VERSION" ]]; then
+  log "npm install livekit-server-sdk@$LIVEKIT_SERVER_SDK_VERSION"
+  npm install --silent --no-audit --no-fund --prefix "$tools" "livekit-server-sdk@$LIVEKIT_SERVER_SDK_VERSION" >/dev/null
 fi
 
 log "all dependencies present"

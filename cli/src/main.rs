@@ -21,7 +21,8 @@ enum Command {
         #[arg(
             long,
             env = "MEDFLOW_OWNER_DATABASE_URL",
-            default_value = "postgres://medflow_owner@127.0.0.1:5432/medflow"
+            default_value = "postgres://medflow_owner@127.0.0.1:5432/medflow",
+            hide_env_values = true
         )]
         owner_database_url: secrecy::SecretString,
     },

@@ -2,8 +2,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
-use medflow_infra::config::{parse_seconds, DatabaseSettings, KeySettings};
+use medflow_infra::config::{parse_seconds, BookingSettings, DatabaseSettings, KeySettings};
 use medflow_infra::object_store::ObjectStoreSettings;
+use medflow_infra::video::LiveKitSettings;
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "medflow-command-api", about = "MedFlow command API")]
@@ -16,6 +17,30 @@ pub struct CommandApiSettings {
 
     #[command(flatten)]
     pub object_store: ObjectStoreSettings,
+
+    #[command(flatten)]
+    pub booking: BookingSettings,
+
+    #[command(flatten)]
+    pub livekit: LiveKitSettings,
+
+    /// Minutes before the slot start from which the patient and the doctor get video
+    /// tokens.
+    #[arg(
+        long = "video-join-before-minutes",
+        env = "MEDFLOW_VIDEO_JOIN_BEFORE_MINUTES",
+        default_value_t = 10
+    )]
+    pub video_join_before_minutes: u32,
+
+    /// Minutes after the slot end until which video tokens are issued; tokens expire
+    /// then.
+    #[arg(
+        long = "video-join-after-minutes",
+        env = "MEDFLOW_VIDEO_JOIN_AFTER_MINUTES",
+        default_value_t = 15
+    )]
+    pub video_join_after_minutes: u32,
 
     /// Address to listen on; port 0 picks a free port.
     #[arg(
@@ -63,12 +88,14 @@ impl CommandApiSettings {
     /// process arguments, for the operator CLI that shares the command API's state.
     ///
     /// The CLI's commands (admin bootstrap, key rotation, erasure) never call the object
-    /// store, so here the S3 credentials may be missing. They then default to empty
-    /// strings, and the store would reject any request signed with them.
+    /// store or LiveKit, so here their credentials may be missing. They then default to
+    /// empty strings, and the store would reject any request signed with them.
     pub fn try_parse_from_env() -> Result<Self, clap::Error> {
         let command = Self::command()
             .mut_arg("access_key", |arg| arg.required(false).default_value(""))
-            .mut_arg("secret_key", |arg| arg.required(false).default_value(""));
+            .mut_arg("secret_key", |arg| arg.required(false).default_value(""))
+            .mut_arg("api_key", |arg| arg.required(false).default_value(""))
+            .mut_arg("api_secret", |arg| arg.required(false).default_value(""));
         let matches = command.try_get_matches_from(["medflow-command-api"])?;
         Self::from_arg_matches(&matches)
     }

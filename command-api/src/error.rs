@@ -2,8 +2,13 @@
 
 use cqrs_es::AggregateError;
 use medflow_domain::account::AccountError;
+use medflow_domain::appointment::AppointmentError;
 use medflow_domain::doctor::DoctorError;
+use medflow_infra::event_store::TransactionalError;
 use medflow_infra::web::ApiError;
+
+use crate::reservations::{DOCTOR_OVERLAP, PATIENT_OVERLAP};
+use crate::routes::appointments::{patient_overlap, slot_taken};
 
 pub fn from_account_error(error: AggregateError<AccountError>) -> ApiError {
     match error {
@@ -38,6 +43,17 @@ pub fn from_doctor_error(error: AggregateError<DoctorError>) -> ApiError {
     }
 }
 
+/// Maps a failed doctor profile command that ran with transactional effects.
+pub fn from_doctor_transaction_error(error: TransactionalError<DoctorError>) -> ApiError {
+    match error {
+        TransactionalError::Aggregate(error) => from_doctor_error(error),
+        TransactionalError::Rejected(reason) => ApiError::Conflict(reason),
+        TransactionalError::Excluded(constraint) => ApiError::internal(anyhow::anyhow!(
+            "unexpected exclusion constraint {constraint}"
+        )),
+    }
+}
+
 /// Maps a rule of the doctor profile aggregate to a problem, with the rule's own text.
 pub fn doctor_problem(error: DoctorError) -> ApiError {
     match error {
@@ -51,5 +67,48 @@ pub fn doctor_problem(error: DoctorError) -> ApiError {
         | DoctorError::DuplicateObject
         | DoctorError::DuplicateTimeOff(_)
         | DoctorError::TooManyTimeOff(_) => ApiError::Conflict(error.to_string()),
+    }
+}
+
+/// Maps a failed appointment command to a problem. Exclusion violations mean that a
+/// concurrent booking took the interval between the check and the commit.
+pub fn from_appointment_error(error: TransactionalError<AppointmentError>) -> ApiError {
+    match error {
+        TransactionalError::Excluded(constraint) if constraint == PATIENT_OVERLAP => {
+            patient_overlap()
+        }
+        TransactionalError::Excluded(constraint) if constraint == DOCTOR_OVERLAP => slot_taken(),
+        TransactionalError::Excluded(constraint) => ApiError::internal(anyhow::anyhow!(
+            "unexpected exclusion constraint {constraint}"
+        )),
+        TransactionalError::Rejected(reason) => {
+            ApiError::conflict("schedule-changed", "Schedule changed", reason)
+        }
+        TransactionalError::Aggregate(AggregateError::UserError(error)) => {
+            appointment_problem(error)
+        }
+        TransactionalError::Aggregate(AggregateError::AggregateConflict) => ApiError::Conflict(
+            "the appointment was changed by a concurrent request; reload it and retry".to_owned(),
+        ),
+        TransactionalError::Aggregate(other) => {
+            ApiError::internal(anyhow::anyhow!("appointment command failed: {other}"))
+        }
+    }
+}
+
+/// Maps a rule of the appointment aggregate to a problem, with the rule's own text.
+pub fn appointment_problem(error: AppointmentError) -> ApiError {
+    let detail = error.to_string();
+    match error {
+        AppointmentError::NotFound => ApiError::NotFound(detail),
+        AppointmentError::AlreadyBooked => ApiError::Conflict(detail),
+        AppointmentError::InvalidTransition { .. } => {
+            ApiError::conflict("invalid-transition", "Invalid state transition", detail)
+        }
+        AppointmentError::TooEarly { .. } => {
+            ApiError::conflict("too-early", "Too early", detail)
+        }
+        AppointmentError::TooLate { .. } => ApiError::conflict("too-late", "Too late", detail),
+        AppointmentError::SameSlot => ApiError::field("start", detail),
     }
 }

@@ -5,6 +5,7 @@ pub mod configuration;
 pub mod error;
 pub mod openapi;
 pub mod rate_limit;
+pub mod reservations;
 pub mod routes;
 pub mod startup;
 pub mod state;

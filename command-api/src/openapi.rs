@@ -28,12 +28,22 @@ use crate::routes;
         routes::admin_doctors::reject,
         routes::admin_doctors::suspend,
         routes::admin_doctors::reinstate,
+        routes::appointments::book,
+        routes::appointments::reschedule,
+        routes::appointment_lifecycle::cancel,
+        routes::appointment_lifecycle::start,
+        routes::appointment_lifecycle::complete,
+        routes::appointment_lifecycle::no_show,
+        routes::video::video_token,
+        routes::video::livekit_webhook,
     ),
     modifiers(&SessionAuth),
     tags(
         (name = "accounts", description = "Registration"),
         (name = "sessions", description = "Login and logout"),
         (name = "doctors", description = "A doctor's own profile, license documents, availability and time off"),
+        (name = "appointments", description = "Booking, rescheduling, cancellation and the consultation itself"),
+        (name = "video", description = "LiveKit tokens for consultations and LiveKit's signed webhooks"),
         (name = "admin", description = "Admin-only management of accounts and doctor verification"),
     )
 )]

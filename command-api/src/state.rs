@@ -2,7 +2,11 @@
 
 use std::sync::Arc;
 
+use chrono::TimeDelta;
+
 use medflow_domain::account::Account;
+use medflow_domain::appointment::Appointment;
+use medflow_domain::availability::BookingPolicy;
 use medflow_domain::doctor::DoctorProfile;
 use medflow_infra::audit::AuditLog;
 use medflow_infra::crypto::index::BlindIndex;
@@ -11,6 +15,7 @@ use medflow_infra::crypto::password::PasswordHasher;
 use medflow_infra::event_store::CommandBus;
 use medflow_infra::object_store::ObjectStore;
 use medflow_infra::sessions::SessionStore;
+use medflow_infra::video::{VideoTokenIssuer, WebhookVerifier};
 
 use deadpool_postgres::Pool;
 use medflow_infra::clock::SharedClock;
@@ -19,12 +24,20 @@ use medflow_infra::db;
 use medflow_infra::sessions::SessionPolicy;
 
 use crate::rate_limit::LoginLimiter;
+use crate::reservations::Reservations;
 use crate::CommandApiSettings;
 
 pub struct AppState {
     pub clock: SharedClock,
     pub accounts: CommandBus<Account>,
     pub doctors: CommandBus<DoctorProfile>,
+    pub appointments: CommandBus<Appointment>,
+    /// Calendar intervals held by booked appointments, as committed.
+    pub reservations: Reservations,
+    pub booking_policy: BookingPolicy,
+    pub video_tokens: VideoTokenIssuer,
+    pub webhooks: WebhookVerifier,
+    pub video_window: VideoWindow,
     /// Store of license documents, which clients upload through presigned URLs.
     pub object_store: ObjectStore,
     pub keys: KeyRing,
@@ -36,6 +49,14 @@ pub struct AppState {
 }
 
 pub type SharedState = Arc<AppState>;
+
+/// When the patient and the doctor may join an appointment's video room, relative to
+/// its slot.
+#[derive(Debug, Clone, Copy)]
+pub struct VideoWindow {
+    pub before_start: TimeDelta,
+    pub after_end: TimeDelta,
+}
 
 impl AppState {
     /// Connects to PostgreSQL and loads keys; returns the state and the pool it uses.
@@ -58,7 +79,16 @@ impl AppState {
         let state = Self {
             clock: clock.clone(),
             accounts: CommandBus::<Account>::new(sqlx_pool.clone(), ()),
-            doctors: CommandBus::<DoctorProfile>::new(sqlx_pool, ()),
+            doctors: CommandBus::<DoctorProfile>::new(sqlx_pool.clone(), ()),
+            appointments: CommandBus::<Appointment>::new(sqlx_pool.clone(), ()),
+            reservations: Reservations::new(sqlx_pool),
+            booking_policy: settings.booking.policy()?,
+            video_tokens: VideoTokenIssuer::new(&settings.livekit)?,
+            webhooks: WebhookVerifier::new(&settings.livekit),
+            video_window: VideoWindow {
+                before_start: TimeDelta::minutes(i64::from(settings.video_join_before_minutes)),
+                after_end: TimeDelta::minutes(i64::from(settings.video_join_after_minutes)),
+            },
             object_store,
             keys: KeyRing::new(pool.clone(), masters),
             index,

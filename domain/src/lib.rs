@@ -2,6 +2,7 @@
 //! and the validated value types they are built from. Nothing here performs I/O.
 
 pub mod account;
+pub mod appointment;
 pub mod availability;
 pub mod doctor;
 pub mod validation;

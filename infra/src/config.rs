@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
+use chrono::TimeDelta;
 use clap::Args;
+use medflow_domain::availability::BookingPolicy;
 use secrecy::SecretString;
 
 #[derive(Debug, Clone, Args)]
@@ -14,7 +16,8 @@ pub struct DatabaseSettings {
         long = "database-url",
         env = "MEDFLOW_DATABASE_URL",
         default_value = "postgres://medflow_app@127.0.0.1:5432/medflow",
-        hide_default_value = false
+        hide_default_value = false,
+        hide_env_values = true
     )]
     pub url: SecretString,
 
@@ -60,13 +63,54 @@ pub struct KafkaSettings {
 pub struct KeySettings {
     /// Master keys as `id:base64key` pairs separated by commas; each key is 32 bytes.
     /// The first wraps new data keys, the others only unwrap old ones (rotation).
-    #[arg(long = "master-keys", env = "MEDFLOW_MASTER_KEYS")]
+    #[arg(long = "master-keys", env = "MEDFLOW_MASTER_KEYS", hide_env_values = true)]
     pub master_keys: SecretString,
 
     /// Base64 of the 32-byte HMAC key for the e-mail index. Changing it orphans every
     /// existing account's login, so it is not rotated with the master keys.
-    #[arg(long = "index-key", env = "MEDFLOW_INDEX_KEY")]
+    #[arg(long = "index-key", env = "MEDFLOW_INDEX_KEY", hide_env_values = true)]
     pub index_key: SecretString,
+}
+
+/// When patients may book. The command API checks bookings and the query API lists
+/// slots with these values, so both services must be given the same ones.
+#[derive(Debug, Clone, Args)]
+pub struct BookingSettings {
+    /// Minutes between now and the earliest bookable slot start.
+    #[arg(
+        long = "booking-minimum-notice-minutes",
+        env = "MEDFLOW_BOOKING_MINIMUM_NOTICE_MINUTES",
+        default_value_t = 60
+    )]
+    pub minimum_notice_minutes: u32,
+
+    /// Days ahead up to which slots can be booked.
+    #[arg(
+        long = "booking-horizon-days",
+        env = "MEDFLOW_BOOKING_HORIZON_DAYS",
+        default_value_t = 60
+    )]
+    pub horizon_days: u32,
+}
+
+impl Default for BookingSettings {
+    fn default() -> Self {
+        Self {
+            minimum_notice_minutes: 60,
+            horizon_days: 60,
+        }
+    }
+}
+
+impl BookingSettings {
+    /// Builds the booking policy, or explains which setting is out of range.
+    pub fn policy(&self) -> anyhow::Result<BookingPolicy> {
+        BookingPolicy::new(
+            TimeDelta::minutes(i64::from(self.minimum_notice_minutes)),
+            TimeDelta::days(i64::from(self.horizon_days)),
+        )
+        .map_err(|error| anyhow::anyhow!("invalid booking settings: {error}"))
+    }
 }
 
 /// Parses a duration given in whole seconds, for clap.

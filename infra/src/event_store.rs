@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::PersistedEventStore;
-use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventStore};
+use cqrs_es::{Aggregate, AggregateContext, AggregateError, DomainEvent, EventStore};
 use medflow_domain::values::{AccountId, Role};
 use postgres_es::PostgresEventRepository;
 
@@ -38,19 +38,59 @@ impl EventMetadata {
 pub struct Committed {
     pub aggregate_id: String,
     pub sequence: usize,
+    /// Number of events the command appended; zero when it changed nothing.
+    pub appended: usize,
 }
 
 pub struct CommandBus<A: Aggregate> {
     store: PersistedEventStore<PostgresEventRepository, A>,
     services: A::Services,
+    pool: sqlx::PgPool,
+}
+
+/// Writes that must commit or roll back together with an aggregate's new events, such
+/// as rows that a uniqueness or exclusion constraint checks.
+pub trait Effects<A: Aggregate>: Sync {
+    /// Applies the effects of `events` inside the transaction that appends them.
+    fn apply(
+        &self,
+        aggregate_id: &str,
+        events: &[A::Event],
+        connection: &mut sqlx::PgConnection,
+    ) -> impl std::future::Future<Output = Result<(), EffectError>> + Send;
+}
+
+/// Failure of [`Effects::apply`].
+#[derive(Debug, thiserror::Error)]
+pub enum EffectError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// The effects found state that forbids the change, such as data read before the
+    /// transaction having changed since; the text says what to do.
+    #[error("{0}")]
+    Rejected(String),
+}
+
+/// Failure of [`CommandBus::execute_with`].
+#[derive(Debug, thiserror::Error)]
+pub enum TransactionalError<E: std::error::Error> {
+    #[error(transparent)]
+    Aggregate(#[from] AggregateError<E>),
+    /// An exclusion constraint rejected the effects; the value is the constraint name.
+    #[error("exclusion constraint {0} rejected the change")]
+    Excluded(String),
+    /// The effects rejected the change; see [`EffectError::Rejected`].
+    #[error("{0}")]
+    Rejected(String),
 }
 
 impl<A: Aggregate> CommandBus<A> {
     pub fn new(pool: sqlx::PgPool, services: A::Services) -> Self {
-        let repository = PostgresEventRepository::new(pool);
+        let repository = PostgresEventRepository::new(pool.clone());
         Self {
             store: PersistedEventStore::new_event_store(repository),
             services,
+            pool,
         }
     }
 
@@ -82,6 +122,72 @@ impl<A: Aggregate> CommandBus<A> {
         Ok(Committed {
             aggregate_id: aggregate_id.to_owned(),
             sequence,
+            appended: committed.len(),
+        })
+    }
+
+    /// Handles `command` like [`CommandBus::execute`], then appends the events and applies
+    /// `effects` in one transaction, so either both are stored or neither is.
+    ///
+    /// The events are written to the same `events` table and in the same form as
+    /// postgres-es writes them, so the aggregate loads the same way afterwards.
+    pub async fn execute_with<F: Effects<A>>(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        metadata: EventMetadata,
+        effects: &F,
+    ) -> Result<Committed, TransactionalError<A::Error>> {
+        let context = self.store.load_aggregate(aggregate_id).await?;
+        let current = context.current_sequence;
+        let mut aggregate = context.aggregate;
+        let sink = EventSink::default();
+        aggregate
+            .handle(command, &self.services, &sink)
+            .await
+            .map_err(AggregateError::UserError)?;
+        let events = sink.collect().await;
+        if events.is_empty() {
+            return Ok(Committed {
+                aggregate_id: aggregate_id.to_owned(),
+                sequence: current,
+                appended: 0,
+            });
+        }
+
+        let metadata = serde_json::to_string(&metadata.into_map())
+            .map_err(|error| AggregateError::UnexpectedError(Box::new(error)))?;
+        let mut transaction = self.pool.begin().await.map_err(store_error)?;
+        for (offset, event) in events.iter().enumerate() {
+            let payload = serde_json::to_string(event)
+                .map_err(|error| AggregateError::UnexpectedError(Box::new(error)))?;
+            sqlx::query(
+                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+                 VALUES ($1, $2, $3, $4, $5, $6::text::json, $7::text::json)",
+            )
+            .bind(A::TYPE)
+            .bind(aggregate_id)
+            .bind((current + offset + 1) as i64)
+            .bind(event.event_type())
+            .bind(event.event_version())
+            .bind(payload)
+            .bind(&metadata)
+            .execute(&mut *transaction)
+            .await
+            .map_err(classify)?;
+        }
+        effects
+            .apply(aggregate_id, &events, &mut transaction)
+            .await
+            .map_err(|error| match error {
+                EffectError::Database(error) => classify(error),
+                EffectError::Rejected(reason) => TransactionalError::Rejected(reason),
+            })?;
+        transaction.commit().await.map_err(classify)?;
+        Ok(Committed {
+            aggregate_id: aggregate_id.to_owned(),
+            sequence: current + events.len(),
+            appended: events.len(),
         })
     }
 
@@ -90,4 +196,26 @@ impl<A: Aggregate> CommandBus<A> {
         let context = self.store.load_aggregate(aggregate_id).await?;
         Ok((context.aggregate, context.current_sequence))
     }
+}
+
+fn store_error<E: std::error::Error>(error: sqlx::Error) -> TransactionalError<E> {
+    TransactionalError::Aggregate(AggregateError::DatabaseConnectionError(Box::new(error)))
+}
+
+/// Maps a duplicate event sequence to a concurrency conflict and an exclusion
+/// violation to [`TransactionalError::Excluded`].
+fn classify<E: std::error::Error>(error: sqlx::Error) -> TransactionalError<E> {
+    if let sqlx::Error::Database(database) = &error {
+        match database.code().as_deref() {
+            Some("23505") if database.constraint() == Some("events_pkey") => {
+                return TransactionalError::Aggregate(AggregateError::AggregateConflict);
+            }
+            Some("23P01") => {
+                let constraint = database.constraint().unwrap_or_default().to_owned();
+                return TransactionalError::Excluded(constraint);
+            }
+            _ => {}
+        }
+    }
+    store_error(error)
 }

@@ -7,6 +7,7 @@
 //! - [`sessions`] and [`audit`]: database-backed sessions and the security audit trail.
 //! - [`kafka`]: client configuration and topic names.
 //! - [`object_store`]: presigned upload and download URLs for documents in S3.
+//! - [`video`]: LiveKit access tokens for appointment rooms and webhook verification.
 //! - [`web`]: problem responses, request ids, authentication, health and metrics.
 //! - [`telemetry`] and [`config`]: logging and settings from the environment.
 
@@ -21,4 +22,5 @@ pub mod kafka;
 pub mod object_store;
 pub mod sessions;
 pub mod telemetry;
+pub mod video;
 pub mod web;

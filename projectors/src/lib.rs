@@ -20,5 +20,6 @@ pub fn all_projections() -> Vec<Arc<dyn Projection>> {
     vec![
         Arc::new(projections::accounts::AccountsProjection),
         Arc::new(projections::doctors::DoctorsProjection),
+        Arc::new(projections::appointments::AppointmentsProjection),
     ]
 }

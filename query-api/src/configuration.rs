@@ -2,7 +2,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use medflow_infra::config::{parse_seconds, DatabaseSettings, KeySettings};
+use medflow_infra::config::{parse_seconds, BookingSettings, DatabaseSettings, KeySettings};
 use medflow_infra::object_store::ObjectStoreSettings;
 
 #[derive(Debug, Clone, Parser)]
@@ -41,19 +41,6 @@ pub struct QueryApiSettings {
     )]
     pub max_wait_ms: u64,
 
-    /// Minutes between now and the earliest bookable slot start.
-    #[arg(
-        long = "booking-minimum-notice-minutes",
-        env = "MEDFLOW_BOOKING_MINIMUM_NOTICE_MINUTES",
-        default_value_t = 60
-    )]
-    pub booking_minimum_notice_minutes: u32,
-
-    /// Days ahead up to which slots can be booked.
-    #[arg(
-        long = "booking-horizon-days",
-        env = "MEDFLOW_BOOKING_HORIZON_DAYS",
-        default_value_t = 60
-    )]
-    pub booking_horizon_days: u32,
+    #[command(flatten)]
+    pub booking: BookingSettings,
 }

@@ -17,11 +17,16 @@ use crate::routes;
         routes::doctors::own_profile,
         routes::admin_doctors::verification_queue,
         routes::admin_doctors::document_download_url,
+        routes::appointments::appointment,
+        routes::appointments::patient_appointments,
+        routes::appointments::doctor_schedule,
+        routes::appointments::admin_overview,
     ),
     modifiers(&SessionAuth),
     tags(
         (name = "accounts", description = "The caller's own account"),
         (name = "doctors", description = "The doctor directory, slots and a doctor's own profile"),
+        (name = "appointments", description = "A patient's appointments and a doctor's day"),
         (name = "admin", description = "Admin-only views"),
     )
 )]

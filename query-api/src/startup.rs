@@ -5,8 +5,6 @@ use std::sync::Arc;
 
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpResponse, HttpServer};
-use chrono::TimeDelta;
-use medflow_domain::availability::BookingPolicy;
 use medflow_domain::FieldError;
 use medflow_infra::audit::AuditLog;
 use medflow_infra::clock::SharedClock;
@@ -43,11 +41,7 @@ impl Application {
             idle_timeout: settings.session_idle_timeout,
             absolute_lifetime: settings.session_absolute_lifetime,
         };
-        let booking_policy = BookingPolicy::new(
-            TimeDelta::minutes(i64::from(settings.booking_minimum_notice_minutes)),
-            TimeDelta::days(i64::from(settings.booking_horizon_days)),
-        )
-        .map_err(|error| anyhow::anyhow!("invalid booking settings: {error}"))?;
+        let booking_policy = settings.booking.policy()?;
         let object_store = ObjectStore::new(&settings.object_store)?;
         let sessions = SessionStore::new(pool.clone(), policy, clock.clone());
         let state: SharedState = Arc::new(AppState {

@@ -7,7 +7,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use medflow_command_api::CommandApiSettings;
 use medflow_infra::clock;
-use medflow_infra::config::{DatabaseSettings, KafkaSettings, KeySettings};
+use medflow_infra::video::LiveKitSettings;
+use medflow_infra::config::{BookingSettings, DatabaseSettings, KafkaSettings, KeySettings};
 use medflow_projectors::framework::metrics::ProjectorMetrics;
 use medflow_query_api::QueryApiSettings;
 use medflow_relay::metrics::RelayMetrics;
@@ -26,6 +27,9 @@ pub struct TestEnv {
     pub brokers: String,
     pub master_keys: String,
     pub index_key: String,
+    /// LiveKit API key and secret of this test run.
+    pub livekit_key: String,
+    pub livekit_secret: String,
     shutdown: CancellationToken,
 }
 
@@ -49,6 +53,8 @@ impl TestEnv {
             brokers: LOCAL_BROKERS.to_owned(),
             master_keys: format!("test1:{}", random_key()),
             index_key: random_key(),
+            livekit_key: format!("APItest{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+            livekit_secret: random_key(),
             shutdown: CancellationToken::new(),
         }
     }
@@ -101,6 +107,8 @@ impl TestEnv {
             ("MEDFLOW_KAFKA_SESSION_TIMEOUT_MS".into(), "6000".into()),
             ("MEDFLOW_MASTER_KEYS".into(), self.master_keys.clone()),
             ("MEDFLOW_INDEX_KEY".into(), self.index_key.clone()),
+            ("MEDFLOW_LIVEKIT_API_KEY".into(), self.livekit_key.clone()),
+            ("MEDFLOW_LIVEKIT_API_SECRET".into(), self.livekit_secret.clone()),
             ("MEDFLOW_LOG_FORMAT".into(), "pretty".into()),
             (
                 "MEDFLOW_S3_ACCESS_KEY".into(),
@@ -124,6 +132,10 @@ impl TestEnv {
             database: self.database_settings(),
             keys: self.key_settings(),
             object_store: self.object_store_settings(),
+            booking: BookingSettings::default(),
+            livekit: self.livekit_settings(),
+            video_join_before_minutes: 10,
+            video_join_after_minutes: 15,
             http_addr: loopback_any_port(),
             session_idle_timeout: Duration::from_secs(1800),
             session_absolute_lifetime: Duration::from_secs(12 * 3600),
@@ -133,13 +145,20 @@ impl TestEnv {
         }
     }
 
+    pub fn livekit_settings(&self) -> LiveKitSettings {
+        LiveKitSettings {
+            url: "ws://127.0.0.1:7880".into(),
+            api_key: self.livekit_key.clone(),
+            api_secret: SecretString::from(self.livekit_secret.clone()),
+        }
+    }
+
     pub fn query_settings(&self) -> QueryApiSettings {
         QueryApiSettings {
             database: self.database_settings(),
             keys: self.key_settings(),
             object_store: self.object_store_settings(),
-            booking_minimum_notice_minutes: 60,
-            booking_horizon_days: 60,
+            booking: BookingSettings::default(),
             http_addr: loopback_any_port(),
             session_idle_timeout: Duration::from_secs(1800),
             session_absolute_lifetime: Duration::from_secs(12 * 3600),

@@ -7,7 +7,9 @@ pub mod api;
 pub mod broker;
 pub mod database;
 pub mod env;
+pub mod fixtures;
 pub mod kafka;
+pub mod livekit;
 pub mod process;
 pub mod wait;
 

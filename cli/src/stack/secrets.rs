@@ -18,14 +18,20 @@ use super::StackLayout;
 /// Id of the only master key generated for development. Rotation adds keys in front of it.
 const MASTER_KEY_ID: &str = "k1";
 
+/// Letters and digits, the alphabet of the LiveKit API key and secret.
+const LIVEKIT_KEY_ALPHABET: &[u8] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
 /// One variable of an env file and how to generate its value when the file lacks it.
 pub struct EnvEntry {
     pub name: &'static str,
     pub generate: fn() -> String,
 }
 
-/// Ensures `<stack>/secrets.env` contains `MEDFLOW_MASTER_KEYS` (one 32-byte key with id
-/// `k1`) and `MEDFLOW_INDEX_KEY` (32 bytes), both base64, and returns the file's path.
+/// Ensures `<stack>/secrets.env` contains every development key and returns the file's
+/// path. The keys are `MEDFLOW_MASTER_KEYS` (one 32-byte key with id `k1`) and
+/// `MEDFLOW_INDEX_KEY` (32 bytes), both base64, and the LiveKit API key and secret
+/// (`MEDFLOW_LIVEKIT_API_KEY`, `MEDFLOW_LIVEKIT_API_SECRET`).
 pub fn ensure_platform_secrets(layout: &StackLayout) -> anyhow::Result<PathBuf> {
     let path = layout.root.join("secrets.env");
     ensure_env_file(
@@ -38,6 +44,15 @@ pub fn ensure_platform_secrets(layout: &StackLayout) -> anyhow::Result<PathBuf> 
             EnvEntry {
                 name: "MEDFLOW_INDEX_KEY",
                 generate: || random_base64(32),
+            },
+            EnvEntry {
+                name: "MEDFLOW_LIVEKIT_API_KEY",
+                generate: || format!("API{}", random_string(LIVEKIT_KEY_ALPHABET, 12)),
+            },
+            EnvEntry {
+                // The services require at least 32 characters.
+                name: "MEDFLOW_LIVEKIT_API_SECRET",
+                generate: || random_string(LIVEKIT_KEY_ALPHABET, 48),
             },
         ],
     )?;
@@ -151,6 +166,26 @@ mod tests {
         let decoded = STANDARD.decode(&encoded).expect("valid base64");
         assert_eq!(decoded.len(), 32);
         assert_ne!(encoded, random_base64(32));
+    }
+
+    #[test]
+    fn platform_secrets_include_livekit_keys() {
+        let dir =
+            std::env::temp_dir().join(format!("medflow-secrets-test-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let layout = StackLayout { root: dir.clone() };
+
+        let path = ensure_platform_secrets(&layout).unwrap();
+        let variables = parse_env(&std::fs::read_to_string(&path).unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let key = &variables["MEDFLOW_LIVEKIT_API_KEY"];
+        let secret = &variables["MEDFLOW_LIVEKIT_API_SECRET"];
+        assert!(key.starts_with("API"), "{key}");
+        assert_eq!(key.len(), 15);
+        assert!(key.bytes().all(|byte| byte.is_ascii_alphanumeric()));
+        assert!(secret.len() >= 32);
+        assert!(secret.bytes().all(|byte| byte.is_ascii_alphanumeric()));
     }
 
     #[test]

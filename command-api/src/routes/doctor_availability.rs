@@ -16,7 +16,9 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::doctors::{execute, require_doctor};
-use super::CommandAccepted;
+use super::{metadata, record_aggregate, CommandAccepted};
+use crate::error::from_doctor_transaction_error;
+use crate::reservations::TimeOffEffects;
 use crate::state::SharedState;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -185,7 +187,22 @@ pub async fn add_time_off(
     let range = parse_time_off(&body.start, &body.end, state.clock.now())?;
     let time_off_id = Uuid::new_v4();
     let command = DoctorCommand::AddTimeOff { time_off_id, range };
-    let committed = execute(&state, &request, &auth.session, doctor, command).await?;
+    let effects = TimeOffEffects {
+        doctor,
+        range,
+        affected: Default::default(),
+    };
+    let doctor_id = doctor.to_string();
+    record_aggregate(&request, &doctor_id);
+    let committed = state
+        .doctors
+        .execute_with(&doctor_id, command, metadata(Some(&auth.session)), &effects)
+        .await
+        .map_err(from_doctor_transaction_error)?;
+    let affected_appointments = effects
+        .affected
+        .into_inner()
+        .map_err(|_| ApiError::internal(anyhow::anyhow!("affected list lock poisoned")))?;
     tracing::info!(
         doctor_id = %doctor,
         %time_off_id,
@@ -196,10 +213,7 @@ pub async fn add_time_off(
         aggregate_id: committed.aggregate_id,
         sequence: committed.sequence as u64,
         time_off_id,
-        // NOTE: appointments do not exist yet, so no booking can overlap the time off.
-        // Once they do, fill this with `bookings_overlapping`; time off must never
-        // cancel a booking.
-        affected_appointments: Vec::new(),
+        affected_appointments,
     }))
 }
 

@@ -3,11 +3,14 @@
 pub mod accounts;
 pub mod admin_accounts;
 pub mod admin_doctors;
+pub mod appointment_lifecycle;
+pub mod appointments;
 pub mod doctor_availability;
 pub mod doctor_documents;
 pub mod doctor_profile;
 pub mod doctors;
 pub mod sessions;
+pub mod video;
 
 use std::net::IpAddr;
 
@@ -35,7 +38,41 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .route(web::delete().to(sessions::logout_everywhere)),
         )
         .service(resource("/sessions/current", "DELETE").route(web::delete().to(sessions::logout)))
-        .configure(configure_doctors);
+        .configure(configure_doctors)
+        .configure(configure_appointments);
+}
+
+fn configure_appointments(config: &mut web::ServiceConfig) {
+    config
+        .service(resource("/appointments", "POST").route(web::post().to(appointments::book)))
+        .service(
+            resource("/appointments/{appointment_id}/reschedule", "POST")
+                .route(web::post().to(appointments::reschedule)),
+        )
+        .service(
+            resource("/appointments/{appointment_id}/cancellation", "POST")
+                .route(web::post().to(appointment_lifecycle::cancel)),
+        )
+        .service(
+            resource("/appointments/{appointment_id}/start", "POST")
+                .route(web::post().to(appointment_lifecycle::start)),
+        )
+        .service(
+            resource("/appointments/{appointment_id}/completion", "POST")
+                .route(web::post().to(appointment_lifecycle::complete)),
+        )
+        .service(
+            resource("/appointments/{appointment_id}/no-show", "POST")
+                .route(web::post().to(appointment_lifecycle::no_show)),
+        )
+        .service(
+            resource("/appointments/{appointment_id}/video-token", "POST")
+                .route(web::post().to(video::video_token)),
+        )
+        .service(
+            resource("/webhooks/livekit", "POST")
+                .route(web::post().to(video::livekit_webhook)),
+        );
 }
 
 fn configure_doctors(config: &mut web::ServiceConfig) {

@@ -63,6 +63,16 @@ pub enum ApiError {
     TooManyRequests { retry_after_secs: u64 },
     #[error("{0}")]
     Unavailable(String),
+    /// A business rule rejected a well-formed request. `slug` becomes the problem type
+    /// `urn:medflow:problem:<slug>`, and `field`, when set, is listed in `errors`.
+    #[error("{detail}")]
+    Rule {
+        status: StatusCode,
+        slug: &'static str,
+        title: &'static str,
+        detail: String,
+        field: Option<&'static str>,
+    },
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -78,6 +88,33 @@ fn describe_fields(errors: &[FieldError]) -> String {
 impl ApiError {
     pub fn field(field: &str, detail: impl Into<String>) -> Self {
         ApiError::Validation(vec![FieldError::new(field, detail)])
+    }
+
+    /// A 409 conflict with its own problem type.
+    pub fn conflict(slug: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
+        ApiError::Rule {
+            status: StatusCode::CONFLICT,
+            slug,
+            title,
+            detail: detail.into(),
+            field: None,
+        }
+    }
+
+    /// A 422 with its own problem type about the value of `field`.
+    pub fn unprocessable(
+        slug: &'static str,
+        title: &'static str,
+        field: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
+        ApiError::Rule {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            slug,
+            title,
+            detail: detail.into(),
+            field: Some(field),
+        }
     }
 
     pub fn internal(error: impl Into<anyhow::Error>) -> Self {
@@ -99,6 +136,7 @@ impl ApiError {
             ApiError::Conflict(_) => ("conflict", "Conflict"),
             ApiError::TooManyRequests { .. } => ("rate-limited", "Too many requests"),
             ApiError::Unavailable(_) => ("unavailable", "Service unavailable"),
+            ApiError::Rule { slug, title, .. } => (slug, title),
             ApiError::Internal(_) => ("internal", "Internal server error"),
         }
     }
@@ -118,6 +156,7 @@ impl ResponseError for ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Rule { status, .. } => *status,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -148,6 +187,14 @@ impl ResponseError for ApiError {
                         detail: error.detail.clone(),
                     })
                     .collect(),
+                ApiError::Rule {
+                    field: Some(field),
+                    detail,
+                    ..
+                } => vec![ProblemField {
+                    field: (*field).to_owned(),
+                    detail: detail.clone(),
+                }],
                 _ => Vec::new(),
             },
         };

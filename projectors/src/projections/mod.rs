@@ -1,4 +1,5 @@
 //! The read models, one module each.
 
 pub mod accounts;
+pub mod appointments;
 pub mod doctors;

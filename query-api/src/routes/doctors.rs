@@ -16,6 +16,7 @@ use tokio_postgres::types::ToSql;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::bookings::booked_ranges;
 use super::doctor_views::{next_available_slot, DoctorRow, TimeOffEntry, DOCTOR_COLUMNS};
 use crate::consistency::{wait_for, WaitParams};
 use crate::cursor;
@@ -123,13 +124,24 @@ pub async fn directory(
         .map_err(ApiError::internal)?;
 
     let has_more = rows.len() as i64 > filter.limit;
+    let page: Vec<DoctorRow> = rows
+        .iter()
+        .take(filter.limit as usize)
+        .map(DoctorRow::from_row)
+        .collect::<Result<_, _>>()?;
     let now = state.clock.now();
+    let ids: Vec<Uuid> = page.iter().map(|doctor| doctor.doctor_id).collect();
+    let booked = booked_ranges(&client, &ids, now, now + state.booking_policy.horizon()).await?;
     let mut doctors = Vec::new();
     let mut last = None;
-    for row in rows.iter().take(filter.limit as usize) {
-        let doctor = DoctorRow::from_row(row)?;
-        // NOTE: no appointments exist yet, so no slot is subtracted as booked.
-        let next = next_available_slot(&doctor.schedule()?, &[], now, &state.booking_policy)?;
+    for doctor in &page {
+        let doctor_booked = booked.get(&doctor.doctor_id).map_or(&[][..], Vec::as_slice);
+        let next = next_available_slot(
+            &doctor.schedule()?,
+            doctor_booked,
+            now,
+            &state.booking_policy,
+        )?;
         last = doctor.verified_at.map(|at| (at, doctor.doctor_id));
         doctors.push(DirectoryEntry {
             doctor_id: doctor.doctor_id,
@@ -289,10 +301,17 @@ pub async fn slots(
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::NotFound(format!("no verified doctor {doctor_id}")))?;
     let doctor = DoctorRow::from_row(&row)?;
-    // NOTE: no appointments exist yet, so no slot is subtracted as booked.
+    let booked = if to > from {
+        booked_ranges(&client, &[doctor_id], from, to)
+            .await?
+            .remove(&doctor_id)
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     let list: SlotList = doctor
         .schedule()?
-        .list_slots(from, to, &[], state.clock.now(), &state.booking_policy)
+        .list_slots(from, to, &booked, state.clock.now(), &state.booking_policy)
         .map_err(|error| ApiError::Validation(vec![error]))?;
     Ok(HttpResponse::Ok().json(list))
 }

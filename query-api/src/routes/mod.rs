@@ -2,6 +2,9 @@
 
 pub mod accounts;
 pub mod admin_doctors;
+pub mod appointment_views;
+pub mod appointments;
+pub mod bookings;
 pub mod doctor_views;
 pub mod doctors;
 
@@ -32,6 +35,22 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 "GET",
             )
             .route(web::get().to(admin_doctors::document_download_url)),
+        )
+        .service(
+            resource("/appointments/{appointment_id}", "GET")
+                .route(web::get().to(appointments::appointment)),
+        )
+        .service(
+            resource("/patients/me/appointments", "GET")
+                .route(web::get().to(appointments::patient_appointments)),
+        )
+        .service(
+            resource("/doctors/me/schedule", "GET")
+                .route(web::get().to(appointments::doctor_schedule)),
+        )
+        .service(
+            resource("/admin/appointments/overview", "GET")
+                .route(web::get().to(appointments::admin_overview)),
         );
 }
 

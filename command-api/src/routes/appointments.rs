@@ -1,0 +1,372 @@
+//! Booking and rescheduling (`POST /appointments`,
+//! `POST /appointments/{appointment_id}/reschedule`) and the parts every appointment
+//! endpoint shares: loading an appointment for one of its parties and running commands
+//! together with the calendar reservations.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{DateTime, TimeDelta, Utc};
+use medflow_domain::appointment::{Appointment, AppointmentCommand, Party};
+use medflow_domain::availability::{slot_length, SlotRejection, TimeRange};
+use medflow_domain::values::{truncate, AccountId, Role};
+use medflow_domain::FieldError;
+use medflow_infra::event_store::Committed;
+use medflow_infra::sessions::Session;
+use medflow_infra::web::auth::Authenticated;
+use medflow_infra::web::json::{Field, JsonBody, JsonKind, RequestBody};
+use medflow_infra::web::problem::Problem;
+use medflow_infra::web::ApiError;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{metadata, record_aggregate};
+use crate::error::{from_appointment_error, from_doctor_error};
+use crate::reservations::{CheckedProfile, ReservationEffects};
+use crate::state::AppState;
+use crate::state::SharedState;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BookingRequest {
+    /// Account id of a verified doctor.
+    pub doctor_id: String,
+    /// Slot start as RFC 3339, exactly as the slot list returned it.
+    pub start: String,
+}
+
+impl RequestBody for BookingRequest {
+    const FIELDS: &'static [Field] = &[
+        Field::required("doctor_id", JsonKind::String),
+        Field::required("start", JsonKind::String),
+    ];
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RescheduleRequest {
+    /// New slot start as RFC 3339, from the same doctor's slot list.
+    pub start: String,
+}
+
+impl RequestBody for RescheduleRequest {
+    const FIELDS: &'static [Field] = &[Field::required("start", JsonKind::String)];
+}
+
+/// Response to a booking or a reschedule.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AppointmentAccepted {
+    pub appointment_id: Uuid,
+    /// Same as `appointment_id`, for the read-your-writes parameters of the query API.
+    pub aggregate_id: String,
+    /// Sequence of the appointment's last event.
+    pub sequence: u64,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    /// The doctor's IANA time zone, for showing the slot in the doctor's local time.
+    pub doctor_time_zone: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/appointments",
+    tag = "appointments",
+    request_body = BookingRequest,
+    security(("session" = [])),
+    responses(
+        (status = 201, description = "Appointment booked", body = AppointmentAccepted),
+        (status = 401, description = "No live session", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Caller is not a patient", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`urn:medflow:problem:slot-taken`: another appointment holds the slot; `urn:medflow:problem:patient-overlap`: the patient already has an appointment at that time", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is malformed; `urn:medflow:problem:doctor-not-bookable`: no verified doctor with this id; `urn:medflow:problem:slot-unavailable`: the availability rule rejects the start (past, minimum notice, horizon, outside availability, time off)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn book(
+    request: HttpRequest,
+    auth: Authenticated,
+    state: web::Data<SharedState>,
+    body: JsonBody<BookingRequest>,
+) -> Result<HttpResponse, ApiError> {
+    auth.require_role(&[Role::Patient])?;
+    let patient = auth.session.account_id;
+    let mut errors = Vec::new();
+    let doctor = AccountId::parse("doctor_id", &body.doctor_id)
+        .map_err(|error| errors.push(error))
+        .ok();
+    let start = parse_start(&body.start)
+        .map_err(|error| errors.push(error))
+        .ok();
+    let (Some(doctor), Some(start)) = (doctor, start) else {
+        return Err(ApiError::Validation(errors));
+    };
+
+    let slot = slot_at(start)?;
+    let (time_zone, checked) = check_slot(&state, doctor, &slot, None).await?;
+    check_patient_free(&state, patient, &slot, None).await?;
+
+    let appointment_id = Uuid::new_v4();
+    let command = AppointmentCommand::Book {
+        patient,
+        doctor,
+        slot,
+        doctor_time_zone: time_zone.clone(),
+    };
+    let effects = ReservationEffects {
+        checked: Some(checked),
+    };
+    let committed = execute(&state, &request, &auth.session, appointment_id, command, &effects)
+        .await?;
+    tracing::info!(
+        %appointment_id,
+        doctor_id = %doctor,
+        sequence = committed.sequence,
+        "appointment booked"
+    );
+    Ok(HttpResponse::Created()
+        .insert_header(("location", format!("/appointments/{appointment_id}")))
+        .json(accepted(appointment_id, committed, &slot, time_zone)))
+}
+
+#[utoipa::path(
+    post,
+    path = "/appointments/{appointment_id}/reschedule",
+    tag = "appointments",
+    request_body = RescheduleRequest,
+    params(("appointment_id" = Uuid, Path, description = "The appointment to move")),
+    security(("session" = [])),
+    responses(
+        (status = 200, description = "Appointment moved; the old slot is free again", body = AppointmentAccepted),
+        (status = 401, description = "No live session", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Caller is not a patient", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No appointment with this id for the caller", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The new slot is taken, the patient is busy then, the appointment is not booked any more or has already started", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The start is malformed, equal to the current slot, or rejected by the availability rule", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn reschedule(
+    request: HttpRequest,
+    auth: Authenticated,
+    state: web::Data<SharedState>,
+    path: web::Path<String>,
+    body: JsonBody<RescheduleRequest>,
+) -> Result<HttpResponse, ApiError> {
+    auth.require_role(&[Role::Patient])?;
+    let appointment_id = parse_appointment_id(&path)?;
+    let start = parse_start(&body.start)?;
+    let appointment = load_for_party(&state, appointment_id, &auth.session, &[Party::Patient])
+        .await?;
+    let (Some(doctor), Some(patient)) = (appointment.doctor, appointment.patient) else {
+        return Err(not_found(appointment_id));
+    };
+
+    let slot = slot_at(start)?;
+    let (time_zone, checked) = check_slot(&state, doctor, &slot, Some(appointment_id)).await?;
+    check_patient_free(&state, patient, &slot, Some(appointment_id)).await?;
+
+    let command = AppointmentCommand::Reschedule {
+        to: slot,
+        now: state.clock.now(),
+    };
+    let effects = ReservationEffects {
+        checked: Some(checked),
+    };
+    let committed = execute(&state, &request, &auth.session, appointment_id, command, &effects)
+        .await?;
+    tracing::info!(%appointment_id, sequence = committed.sequence, "appointment rescheduled");
+    Ok(HttpResponse::Ok().json(accepted(appointment_id, committed, &slot, time_zone)))
+}
+
+fn accepted(
+    appointment_id: Uuid,
+    committed: Committed,
+    slot: &TimeRange,
+    doctor_time_zone: String,
+) -> AppointmentAccepted {
+    AppointmentAccepted {
+        appointment_id,
+        aggregate_id: committed.aggregate_id,
+        sequence: committed.sequence as u64,
+        start: slot.start(),
+        end: slot.end(),
+        doctor_time_zone,
+    }
+}
+
+/// Parses a slot start given as RFC 3339 with an offset.
+fn parse_start(raw: &str) -> Result<DateTime<Utc>, FieldError> {
+    DateTime::parse_from_rfc3339(raw)
+        .map(|start| start.with_timezone(&Utc))
+        .map_err(|_| {
+            FieldError::new(
+                "start",
+                format!(
+                    "'{}' is not an RFC 3339 date-time such as 2026-12-07T09:00:00Z",
+                    truncate(raw, 40)
+                ),
+            )
+        })
+}
+
+fn slot_at(start: DateTime<Utc>) -> Result<TimeRange, ApiError> {
+    let end = start
+        .checked_add_signed(slot_length())
+        .ok_or_else(|| FieldError::new("start", "is out of range"))?;
+    Ok(TimeRange::new("slot", start, end)?)
+}
+
+/// Checks the slot with the availability rule that also builds the slot list, against
+/// the doctor's profile and reservations as committed now. `moving` is the appointment
+/// being rescheduled, whose own reservation does not count as a conflict. Returns the
+/// doctor's time zone and the profile version that the commit must still find.
+async fn check_slot(
+    state: &AppState,
+    doctor: AccountId,
+    slot: &TimeRange,
+    moving: Option<Uuid>,
+) -> Result<(String, CheckedProfile), ApiError> {
+    let (profile, sequence) = state
+        .doctors
+        .load(&doctor.to_string())
+        .await
+        .map_err(from_doctor_error)?;
+    let schedule = profile
+        .schedule()
+        .filter(|_| profile.is_bookable())
+        .ok_or_else(|| {
+            ApiError::unprocessable(
+                "doctor-not-bookable",
+                "Doctor cannot be booked",
+                "doctor_id",
+                format!("no verified doctor {doctor} accepts bookings"),
+            )
+        })?;
+
+    // A day on each side covers every reservation that can overlap a 30-minute slot.
+    let around = TimeRange::new(
+        "window",
+        slot.start() - TimeDelta::days(1),
+        slot.end() + TimeDelta::days(1),
+    )?;
+    let booked: Vec<TimeRange> = state
+        .reservations
+        .for_doctor(doctor, &around)
+        .await
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .filter(|reservation| Some(reservation.appointment_id) != moving)
+        .map(|reservation| reservation.range)
+        .collect();
+    schedule
+        .is_bookable(slot.start(), &booked, state.clock.now(), &state.booking_policy)
+        .map_err(|rejection| slot_problem(slot.start(), rejection))?;
+    Ok((
+        schedule.time_zone.name().to_owned(),
+        CheckedProfile { doctor, sequence },
+    ))
+}
+
+/// Rejects a slot that overlaps another appointment of the patient.
+async fn check_patient_free(
+    state: &AppState,
+    patient: AccountId,
+    slot: &TimeRange,
+    moving: Option<Uuid>,
+) -> Result<(), ApiError> {
+    let busy = state
+        .reservations
+        .for_patient(patient, slot)
+        .await
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .any(|reservation| Some(reservation.appointment_id) != moving);
+    if busy {
+        return Err(patient_overlap());
+    }
+    Ok(())
+}
+
+pub fn slot_taken() -> ApiError {
+    ApiError::conflict(
+        "slot-taken",
+        "Slot taken",
+        "another appointment already holds this slot; choose another slot from the slot list",
+    )
+}
+
+pub fn patient_overlap() -> ApiError {
+    ApiError::conflict(
+        "patient-overlap",
+        "Overlapping appointment",
+        "you already have an appointment that overlaps this slot; cancel or move it first",
+    )
+}
+
+fn slot_problem(start: DateTime<Utc>, rejection: SlotRejection) -> ApiError {
+    if rejection == SlotRejection::AlreadyBooked {
+        return slot_taken();
+    }
+    ApiError::unprocessable(
+        "slot-unavailable",
+        "Slot not available",
+        "start",
+        format!(
+            "'{}' cannot be booked: {rejection}",
+            start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ),
+    )
+}
+
+pub fn parse_appointment_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| {
+        ApiError::field(
+            "appointment_id",
+            format!("'{}' is not a valid UUID", truncate(raw, 40)),
+        )
+    })
+}
+
+pub fn not_found(appointment_id: Uuid) -> ApiError {
+    ApiError::NotFound(format!("appointment {appointment_id} not found"))
+}
+
+/// Loads an appointment for one of its parties. Anyone else, and anyone on a side not in
+/// `sides`, gets the same 404 as for a missing appointment, so ids cannot be probed.
+pub async fn load_for_party(
+    state: &AppState,
+    appointment_id: Uuid,
+    session: &Session,
+    sides: &[Party],
+) -> Result<Appointment, ApiError> {
+    let (appointment, _) = state
+        .appointments
+        .load(&appointment_id.to_string())
+        .await
+        .map_err(|error| ApiError::internal(anyhow::anyhow!("loading an appointment failed: {error}")))?;
+    match appointment.party_of(session.account_id) {
+        Some(party) if sides.contains(&party) => Ok(appointment),
+        _ => Err(not_found(appointment_id)),
+    }
+}
+
+/// Runs `command` on the appointment and updates the reservations in the same
+/// transaction, on behalf of `actor`.
+pub async fn execute(
+    state: &AppState,
+    request: &HttpRequest,
+    actor: &Session,
+    appointment_id: Uuid,
+    command: AppointmentCommand,
+    effects: &ReservationEffects,
+) -> Result<Committed, ApiError> {
+    let aggregate_id = appointment_id.to_string();
+    record_aggregate(request, &aggregate_id);
+    state
+        .appointments
+        .execute_with(
+            &aggregate_id,
+            command,
+            metadata(Some(actor)),
+            effects,
+        )
+        .await
+        .map_err(from_appointment_error)
+}

@@ -1,0 +1,786 @@
+//! Appointments end to end: booking against the availability rule, conflicts enforced
+//! by the write side under concurrency, rescheduling, cancellation and the consultation
+//! life cycle, and the read models fed through the relay and Kafka.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use futures::StreamExt;
+use medflow_domain::appointment::AppointmentEvent;
+use medflow_domain::doctor::DoctorCommand;
+use medflow_domain::values::{AccountId, Role};
+use medflow_infra::clock::ManualClock;
+use medflow_tests::api::{expect_problem, Api};
+use medflow_tests::fixtures::{every_day, Fixtures};
+use medflow_tests::TestEnv;
+use rand::seq::SliceRandom;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+struct Clinic {
+    env: TestEnv,
+    api: Api,
+    fixtures: Fixtures,
+}
+
+impl Clinic {
+    async fn start() -> Self {
+        let env = TestEnv::new().await;
+        let api = env.start_spine().await;
+        let fixtures = Fixtures::new(&env).await;
+        Self { env, api, fixtures }
+    }
+
+    /// Starts both APIs on one manual clock, with relay and projectors.
+    async fn start_at(now: DateTime<Utc>) -> (Self, Arc<ManualClock>) {
+        let env = TestEnv::new().await;
+        let clock = ManualClock::starting_at(now);
+        let command = env
+            .start_command_api_with_clock(env.command_settings(), clock.clone())
+            .await;
+        let query = env
+            .start_query_api_with_clock(env.query_settings(), clock.clone())
+            .await;
+        env.start_relay();
+        env.start_projectors();
+        let fixtures = Fixtures::new(&env).await;
+        let api = Api::new(&command, &query);
+        (Self { env, api, fixtures }, clock)
+    }
+
+    /// Lists the doctor's slot starts in `[from, to)`, once the doctor is projected.
+    async fn slots(
+        &self,
+        token: &str,
+        doctor: AccountId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Vec<DateTime<Utc>> {
+        let path = format!(
+            "/doctors/{doctor}/slots?from={}&to={}",
+            rfc3339(from),
+            rfc3339(to)
+        );
+        let body = medflow_tests::wait::eventually(
+            Duration::from_secs(30),
+            "the doctor in the directory",
+            || async {
+                let response = self.api.query_get(token, &path).await;
+                (response.status() == StatusCode::OK)
+                    .then_some(response)
+                    .map(|response| async { response.json::<Value>().await.unwrap() })
+            },
+        )
+        .await
+        .await;
+        body["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|slot| instant(slot["start"].as_str().unwrap()))
+            .collect()
+    }
+
+    async fn book(&self, token: &str, doctor: AccountId, start: DateTime<Utc>) -> reqwest::Response {
+        self.api
+            .command_post(
+                token,
+                "/appointments",
+                json!({ "doctor_id": doctor.to_string(), "start": rfc3339(start) }),
+            )
+            .await
+    }
+
+    async fn book_ok(&self, token: &str, doctor: AccountId, start: DateTime<Utc>) -> Value {
+        let response = self.book(token, doctor, start).await;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(status, StatusCode::CREATED, "booking failed: {body}");
+        body
+    }
+
+    /// Reads an appointment through the query API once it has reached `sequence`.
+    async fn appointment(&self, token: &str, accepted: &Value) -> Value {
+        let path = format!(
+            "/appointments/{}?wait_for_sequence={}&wait_ms=15000",
+            accepted["appointment_id"].as_str().unwrap(),
+            accepted["sequence"]
+        );
+        let response = self.api.query_get(token, &path).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.unwrap()
+    }
+}
+
+fn instant(raw: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(raw)
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn problem_type(body: &Value) -> &str {
+    body["type"].as_str().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn fifty_requests_for_one_slot_book_once() {
+    let clinic = Clinic::start().await;
+    let (doctor, _, _) = clinic
+        .fixtures
+        .verified_doctor("UTC", &every_day("08:00", "20:00"))
+        .await;
+    let mut patients = Vec::new();
+    for _ in 0..50 {
+        patients.push(clinic.fixtures.patient().await);
+    }
+    let now = Utc::now();
+    let slot = clinic
+        .slots(&patients[0].1, doctor, now + TimeDelta::days(2), now + TimeDelta::days(3))
+        .await[0];
+
+    let responses = futures::future::join_all(
+        patients
+            .iter()
+            .map(|(_, token)| clinic.book(token, doctor, slot)),
+    )
+    .await;
+    let mut created = 0;
+    let mut taken = 0;
+    for response in responses {
+        match response.status() {
+            StatusCode::CREATED => created += 1,
+            StatusCode::CONFLICT => {
+                let body = expect_problem(response, StatusCode::CONFLICT).await;
+                assert_eq!(problem_type(&body), "urn:medflow:problem:slot-taken", "{body}");
+                taken += 1;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!(created, 1);
+    assert_eq!(taken, 49);
+}
+
+/// Folds the appointment events of the store into the intervals still held, keyed by
+/// appointment id, with doctor and patient.
+async fn held_intervals(env: &TestEnv) -> Vec<(Uuid, Uuid, Uuid, DateTime<Utc>, DateTime<Utc>)> {
+    let client = env.owner_client().await;
+    let rows = client
+        .query(
+            "SELECT aggregate_id, payload::text FROM events WHERE aggregate_type = 'appointment'
+             ORDER BY aggregate_id, sequence",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut held: HashMap<Uuid, (Uuid, Uuid, DateTime<Utc>, DateTime<Utc>)> = HashMap::new();
+    for row in rows {
+        let id = Uuid::parse_str(row.get(0)).unwrap();
+        let event: AppointmentEvent = serde_json::from_str(row.get(1)).unwrap();
+        match event {
+            AppointmentEvent::AppointmentBooked {
+                patient,
+                doctor,
+                slot,
+                ..
+            } => {
+                held.insert(id, (doctor.0, patient.0, slot.start(), slot.end()));
+            }
+            AppointmentEvent::AppointmentRescheduled { to, .. } => {
+                let entry = held.get_mut(&id).unwrap();
+                entry.2 = to.start();
+                entry.3 = to.end();
+            }
+            AppointmentEvent::AppointmentCancelled { .. } => {
+                held.remove(&id);
+            }
+            _ => {}
+        }
+    }
+    held.into_iter()
+        .map(|(id, (doctor, patient, start, end))| (id, doctor, patient, start, end))
+        .collect()
+}
+
+/// Asserts that no two intervals with the same key overlap.
+fn assert_no_overlap(intervals: &mut [(Uuid, DateTime<Utc>, DateTime<Utc>)], what: &str) {
+    intervals.sort_by_key(|(key, start, _)| (*key, *start));
+    for pair in intervals.windows(2) {
+        let (key_a, _, end_a) = pair[0];
+        let (key_b, start_b, _) = pair[1];
+        assert!(
+            key_a != key_b || end_a <= start_b,
+            "two appointments of {what} {key_a} overlap at {start_b}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn random_concurrent_bookings_never_overlap() {
+    let clinic = Clinic::start().await;
+    // Zones and window starts with different slot grids, so a patient's bookings with
+    // two doctors can overlap without being identical.
+    let setups = [
+        ("UTC", "08:00"),
+        ("Asia/Kolkata", "08:00"),
+        ("Asia/Kathmandu", "08:00"),
+        ("Europe/Berlin", "08:10"),
+        ("America/New_York", "07:20"),
+    ];
+    let mut doctors = Vec::new();
+    for index in 0..20 {
+        let (zone, start) = setups[index % setups.len()];
+        let (doctor, _, _) = clinic
+            .fixtures
+            .verified_doctor(zone, &every_day(start, "20:00"))
+            .await;
+        doctors.push(doctor);
+    }
+    let mut patients = Vec::new();
+    for _ in 0..100 {
+        patients.push(clinic.fixtures.patient().await);
+    }
+
+    let now = Utc::now();
+    let (from, to) = (now + TimeDelta::days(2), now + TimeDelta::days(3));
+    let mut slots = HashMap::new();
+    for doctor in &doctors {
+        let list = clinic.slots(&patients[0].1, *doctor, from, to).await;
+        slots.insert(*doctor, list.into_iter().take(12).collect::<Vec<_>>());
+    }
+
+    let mut rng = rand::thread_rng();
+    let attempts: Vec<(String, AccountId, DateTime<Utc>)> = (0..2000)
+        .map(|_| {
+            let (_, token) = patients.choose(&mut rng).unwrap();
+            let doctor = *doctors.choose(&mut rng).unwrap();
+            let start = *slots[&doctor].choose(&mut rng).unwrap();
+            (token.clone(), doctor, start)
+        })
+        .collect();
+    let statuses: Vec<(StatusCode, Value)> = futures::stream::iter(attempts)
+        .map(|(token, doctor, start)| {
+            let clinic = &clinic;
+            async move {
+                let response = clinic.book(&token, doctor, start).await;
+                let status = response.status();
+                (status, response.json::<Value>().await.unwrap())
+            }
+        })
+        .buffer_unordered(40)
+        .collect()
+        .await;
+
+    let mut created = 0;
+    for (status, body) in &statuses {
+        match *status {
+            StatusCode::CREATED => created += 1,
+            StatusCode::CONFLICT => assert!(
+                ["urn:medflow:problem:slot-taken", "urn:medflow:problem:patient-overlap"]
+                    .contains(&problem_type(body)),
+                "{body}"
+            ),
+            other => panic!("unexpected status {other}: {body}"),
+        }
+    }
+    assert!(created > 100, "only {created} bookings succeeded");
+
+    let held = held_intervals(&clinic.env).await;
+    assert_eq!(held.len(), created);
+    let mut by_doctor: Vec<_> = held.iter().map(|h| (h.1, h.3, h.4)).collect();
+    assert_no_overlap(&mut by_doctor, "doctor");
+    let mut by_patient: Vec<_> = held.iter().map(|h| (h.2, h.3, h.4)).collect();
+    assert_no_overlap(&mut by_patient, "patient");
+}
+
+#[tokio::test]
+async fn patient_cannot_hold_overlapping_appointments() {
+    let clinic = Clinic::start().await;
+    let (on_the_hour, _, _) = clinic
+        .fixtures
+        .verified_doctor("UTC", &every_day("08:00", "20:00"))
+        .await;
+    let (quarter_past, _, _) = clinic
+        .fixtures
+        .verified_doctor("UTC", &every_day("08:15", "20:15"))
+        .await;
+    let (_, token) = clinic.fixtures.patient().await;
+    let now = Utc::now();
+    let day = now + TimeDelta::days(2);
+    let first = clinic
+        .slots(&token, on_the_hour, day, day + TimeDelta::days(1))
+        .await[2];
+    clinic.book_ok(&token, on_the_hour, first).await;
+
+    // The other doctor's slot starts 15 minutes into the first appointment.
+    let overlapping = first + TimeDelta::minutes(15);
+    let listed = clinic
+        .slots(&token, quarter_past, day, day + TimeDelta::days(1))
+        .await;
+    assert!(listed.contains(&overlapping));
+    let response = clinic.book(&token, quarter_past, overlapping).await;
+    let body = expect_problem(response, StatusCode::CONFLICT).await;
+    assert_eq!(problem_type(&body), "urn:medflow:problem:patient-overlap");
+
+    // Right after the first appointment ends is fine.
+    clinic
+        .book_ok(&token, quarter_past, first + TimeDelta::minutes(45))
+        .await;
+}
+
+#[tokio::test]
+async fn booking_follows_the_availability_rule() {
+    // Monday 2030-01-07 12:00 UTC; the doctor works 09:00-17:00 UTC every day.
+    let now = instant("2030-01-07T12:00:00Z");
+    let (clinic, _clock) = Clinic::start_at(now).await;
+    let (doctor, doctor_token, _) = clinic
+        .fixtures
+        .verified_doctor("UTC", &every_day("09:00", "17:00"))
+        .await;
+    let (_, token) = clinic.fixtures.patient().await;
+    let listed = clinic
+        .slots(&token, doctor, now - TimeDelta::hours(3), now + TimeDelta::days(1))
+        .await;
+
+    // Time off on Tuesday 10:00-11:00.
+    let response = clinic
+        .api
+        .command_post(
+            &doctor_token,
+            "/doctors/me/time-off",
+            json!({ "start": "2030-01-08T10:00:00Z", "end": "2030-01-08T11:00:00Z" }),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+
+    let cases = [
+        ("started a minute ago", "2030-01-07T11:59:00Z"),
+        ("slot started a minute ago", "2030-01-07T11:30:00Z"),
+        ("inside the minimum notice", "2030-01-07T12:30:00Z"),
+        ("off the slot grid", "2030-01-08T09:10:00Z"),
+        ("outside the weekly window", "2030-01-08T18:00:00Z"),
+        ("inside time off", "2030-01-08T10:30:00Z"),
+        ("beyond the horizon", "2030-03-11T09:00:00Z"),
+    ];
+    for (case, start) in cases {
+        let start = instant(start);
+        assert!(!listed.contains(&start), "{case}: listed");
+        let response = clinic.book(&token, doctor, start).await;
+        let body = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+        assert_eq!(problem_type(&body), "urn:medflow:problem:slot-unavailable", "{case}: {body}");
+        assert_eq!(body["errors"][0]["field"], "start", "{case}: {body}");
+    }
+
+    // The first listed slot after the notice is bookable.
+    assert_eq!(listed[0], instant("2030-01-07T13:00:00Z"));
+    clinic.book_ok(&token, doctor, listed[0]).await;
+}
+
+#[tokio::test]
+async fn unverified_and_suspended_doctors_cannot_be_booked() {
+    let clinic = Clinic::start().await;
+    let (doctor, _, _) = clinic
+        .fixtures
+        .verified_doctor("UTC", &every_day("08:00", "20:00"))
+        .await;
+    let (_, token) = clinic.fixtures.patient().await;
+    let now = Utc::now();
+    let slot = clinic
+        .slots(&token, doctor, now + TimeDelta::days(2), now + TimeDelta::days(3))
+        .await[0];
+    clinic.fixtures.suspend(doctor).await;
+    let response = clinic.book(&token, doctor, slot).await;
+    let body = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(problem_type(&body), "urn:medflow:problem:doctor-not-bookable");
+    assert_eq!(body["errors"][0]["field"], "doctor_id");
+
+    // A doctor who only saved a draft profile.
+    let draft = AccountId(Uuid::new_v4());
+    let details = clinic.fixtures.details(draft, "Drew Draft", "UTC").await;
+    clinic
+        .fixtures
+        .run_doctor(draft, DoctorCommand::UpdateProfile { doctor: draft, details })
+        .await;
+    let response = clinic.book(&token, draft, slot).await;
+    let body = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(problem_type(&body), "urn:medflow:problem:doctor-not-bookable");
+
+    // An id that belongs to nobody.
+    let response = clinic.book(&token, AccountId(Uuid::new_v4()), slot).await;
+    expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+}
+
+#[tokio::test]
+async fn booking_rejects_bad_input() {
+    let clinic = Clinic::start().await;
+    let (_, token) = clinic.fixtures.patient().await;
+    let cases = [
+        (json!({ "doctor_id": "nope", "start": "2030-01-01T09:00:00Z" }), "doctor_id"),
+        (json!({ "doctor_id": Uuid::new_v4().to_string(), "start": "tomorrow" }), "start"),
+        (json!({ "doctor_id": Uuid::new_v4().to_string(), "start": "2030-01-01T25:00:00Z" }), "start"),
+        (json!({ "doctor_id": Uuid::new_v4().to_string() }), "start"),
+        (json!({ "doctor_id": 7, "start": "2030-01-01T09:00:00Z" }), "doctor_id"),
+    ];
+    for (body, field) in cases {
+        let response = clinic.api.command_post(&token, "/appointments", body.clone()).await;
+        let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+        let fields: Vec<&str> = problem["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|error| error["field"].as_str().unwrap())
+            .collect();
+        assert!(fields.contains(&field), "{body} -> {problem}");
+    }
+
+    // Only patients book.
+    let (doctor, doctor_token, _) = clinic
+        .fixtures
+        .verified_doctor("UTC", &every_day("08:00", "20:00"))
+        .await;
+    let response = clinic
+        .book(&doctor_token, doctor, Utc::now() + TimeDelta::days(2))
+        .await;
+    expect_problem(response, StatusCode::FORBIDDEN).await;
+}
+
+#[tokio::test]
+async fn reschedule_into_taken_slot_changes_nothing() {
+    let clinic = Clinic::start().await;
+    let (doctor, _, _) = clinic
+        .fixtures
+        .verified_doctor("UTC", &every_day("08:00", "20:00"))
+        .await;
+    let (_, alice) = clinic.fixtures.patient().await;
+    let (_, bob) = clinic.fixtures.patient().await;
+    let now = Utc::now();
+    let slots = clinic
+        .slots(&alice, doctor, now + TimeDelta::days(2), now + TimeDelta::days(3))
+        .await;
+    let booked = clinic.book_ok(&alice, doctor, slots[0]).await;
+    clinic.book_ok(&bob, doctor, slots[1]).await;
+    let id = booked["appointment_id"].as_str().unwrap().to_owned();
+
+    let response = clinic
+        .api
+        .command_post(
+            &alice,
+            &format!("/appointments/{id}/reschedule"),
+            json!({ "start": rfc3339(slots[1]) }),
+        )
+        .await;
+    let body = expect_problem(response, StatusCode::CONFLICT).await;
+    assert_eq!(problem_type(&body), "urn:medflow:problem:slot-taken");
+    let view = clinic.appointment(&alice, &booked).await;
+    assert_eq!(instant(view["start"].as_str().unwrap()), slots[0]);
+    assert_eq!(view["reschedule_count"], 0);
+
+    // Moving to a free slot frees the old one in the same event.
+    let response = clinic
+        .api
+        .command_post(
+            &alice,
+            &format!("/appointments/{id}/reschedule"),
+            json!({ "start": rfc3339(slots[2]) }),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let moved: Value = response.json().await.unwrap();
+    assert_eq!(moved["sequence"], 2);
+    let view = clinic.appointment(&alice, &moved).await;
+    assert_eq!(instant(view["start"].as_str().unwrap()), slots[2]);
+    let (_, carol) = clinic.fixtures.patient().await;
+    clinic.book_ok(&carol, doctor, slots[0]).await;
+
+    // Bob cannot move Alice's appointment; he gets the same 404 as for no appointment.
+    let response = clinic
+        .api
+        .command_post(
+            &bob,
+            &format!("/appointments/{id}/reschedule"),
+            json!({ "start": rfc3339(slots[3]) }),
+        )
+        .await;
+    expect_problem(response, StatusCode::NOT_FOUND).await;
+}
+
+#[tokio::test]
+async fn illegal_transitions_are_rejected() {
+    let booked_at = instant("2030-01-07T08:00:00Z");
+    let (clinic, clock) = Clinic::start_at(booked_at).await;
+    let (doctor, doctor_token, _) = clinic
+        .fixtures
+        .verified_doctor("UTC", &every_day("09:00", "17:00"))
+        .await;
+    let (_, token) = clinic.fixtures.patient().await;
+    let (_, stranger) = clinic.fixtures.patient().await;
+    let slot = instant("2030-01-07T10:00:00Z");
+    clinic
+        .slots(&token, doctor, booked_at, booked_at + TimeDelta::days(1))
+        .await;
+    let first = clinic.book_ok(&token, doctor, slot).await;
+    let second = clinic
+        .book_ok(&token, doctor, slot + TimeDelta::hours(2))
+        .await;
+    let first_id = first["appointment_id"].as_str().unwrap();
+    let second_id = second["appointment_id"].as_str().unwrap();
+    let post = |token: &str, path: String, body: Value| {
+        let api = clinic.api.clone();
+        let token = token.to_owned();
+        async move { api.command_post(&token, &path, body).await }
+    };
+
+    // Too early to start, a stranger cannot cancel, and a patient cannot start.
+    let response = post(&doctor_token, format!("/appointments/{first_id}/start"), json!({})).await;
+    let body = expect_problem(response, StatusCode::CONFLICT).await;
+    assert_eq!(problem_type(&body), "urn:medflow:problem:too-early");
+    let response = post(
+        &stranger,
+        format!("/appointments/{first_id}/cancellation"),
+        json!({ "reason": "not mine" }),
+    )
+    .await;
+    expect_problem(response, StatusCode::NOT_FOUND).await;
+    let response = post(&token, format!("/appointments/{first_id}/start"), json!({})).await;
+    expect_problem(response, StatusCode::FORBIDDEN).await;
+
+    // Start and complete the first, then try to cancel it.
+    clock.advance(Duration::from_secs(2 * 3600 - 300));
+    let response = post(&doctor_token, format!("/appointments/{first_id}/start"), json!({})).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let response = post(&doctor_token, format!("/appointments/{first_id}/completion"), json!({})).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let response = post(
+        &token,
+        format!("/appointments/{first_id}/cancellation"),
+        json!({ "reason": "feeling better" }),
+    )
+    .await;
+    let body = expect_problem(response, StatusCode::CONFLICT).await;
+    assert_eq!(problem_type(&body), "urn:medflow:problem:invalid-transition");
+    assert!(body["detail"].as_str().unwrap().contains("completed"), "{body}");
+
+    // Cancel the second, then try to start it.
+    let response = post(
+        &doctor_token,
+        format!("/appointments/{second_id}/cancellation"),
+        json!({ "reason": "the clinic is closed" }),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let cancelled: Value = response.json().await.unwrap();
+    clock.advance(Duration::from_secs(2 * 3600));
+    let response = post(&doctor_token, format!("/appointments/{second_id}/start"), json!({})).await;
+    let body = expect_problem(response, StatusCode::CONFLICT).await;
+    assert_eq!(problem_type(&body), "urn:medflow:problem:invalid-transition");
+
+    // The patient reads the reason; it is not in the event store in clear.
+    let view = clinic
+        .appointment(
+            &token,
+            &json!({ "appointment_id": second_id, "sequence": cancelled["sequence"] }),
+        )
+        .await;
+    assert_eq!(view["status"], "cancelled");
+    assert_eq!(view["cancelled_by"], "doctor");
+    assert_eq!(view["cancellation_reason"], "the clinic is closed");
+    let client = clinic.env.owner_client().await;
+    let leaked: i64 = client
+        .query_one(
+            "SELECT count(*) FROM events WHERE payload::text LIKE '%clinic is closed%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(leaked, 0);
+
+    // A missing reason is named.
+    let response = post(
+        &token,
+        format!("/appointments/{first_id}/cancellation"),
+        json!({ "reason": " " }),
+    )
+    .await;
+    let body = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(body["errors"][0]["field"], "reason");
+}
+
+#[tokio::test]
+async fn time_off_reports_bookings_and_cancels_none() {
+    let clinic = Clinic::start().await;
+    let (doctor, doctor_token, _) = clinic
+        .fixtures
+        .verified_doctor("UTC", &every_day("08:00", "20:00"))
+        .await;
+    let (_, token) = clinic.fixtures.patient().await;
+    let now = Utc::now();
+    let slots = clinic
+        .slots(&token, doctor, now + TimeDelta::days(2), now + TimeDelta::days(3))
+        .await;
+    let booked = clinic.book_ok(&token, doctor, slots[1]).await;
+
+    let response = clinic
+        .api
+        .command_post(
+            &doctor_token,
+            "/doctors/me/time-off",
+            json!({ "start": rfc3339(slots[0]), "end": rfc3339(slots[3]) }),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["affected_appointments"], json!([booked["appointment_id"]]));
+    let view = clinic.appointment(&token, &booked).await;
+    assert_eq!(view["status"], "booked");
+
+    // The time off now blocks the slots around the booking.
+    let (_, other) = clinic.fixtures.patient().await;
+    let response = clinic.book(&other, doctor, slots[2]).await;
+    let body = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(problem_type(&body), "urn:medflow:problem:slot-unavailable");
+}
+
+#[tokio::test]
+async fn zone_change_keeps_booked_instants() {
+    let clinic = Clinic::start().await;
+    let (doctor, _, _) = clinic
+        .fixtures
+        .verified_doctor("Europe/Berlin", &every_day("09:00", "17:00"))
+        .await;
+    let (_, token) = clinic.fixtures.patient().await;
+    let now = Utc::now();
+    let slots = clinic
+        .slots(&token, doctor, now + TimeDelta::days(2), now + TimeDelta::days(3))
+        .await;
+    let booked = clinic.book_ok(&token, doctor, slots[0]).await;
+
+    let details = clinic
+        .fixtures
+        .details(doctor, "Dana Heart", "America/New_York")
+        .await;
+    clinic
+        .fixtures
+        .run_doctor(doctor, DoctorCommand::UpdateProfile { doctor, details })
+        .await;
+
+    let view = clinic.appointment(&token, &booked).await;
+    assert_eq!(instant(view["start"].as_str().unwrap()), slots[0]);
+    let moved = medflow_tests::wait::eventually(
+        Duration::from_secs(30),
+        "slots in the new zone",
+        || async {
+            let path = format!(
+                "/doctors/{doctor}/slots?from={}&to={}",
+                rfc3339(now + TimeDelta::days(2)),
+                rfc3339(now + TimeDelta::days(3))
+            );
+            let body: Value = clinic.api.query_get(&token, &path).await.json().await.unwrap();
+            (body["time_zone"] == "America/New_York").then_some(body)
+        },
+    )
+    .await;
+    for slot in moved["slots"].as_array().unwrap() {
+        let local = slot["start"].as_str().unwrap();
+        let start = instant(local);
+        let new_york = start.with_timezone(&chrono_tz::America::New_York);
+        assert!(
+            (9..17).contains(&chrono::Timelike::hour(&new_york)),
+            "{local} is outside 09:00-17:00 New York time"
+        );
+    }
+}
+
+#[tokio::test]
+async fn read_models_show_bookings() {
+    let clinic = Clinic::start().await;
+    let (doctor, doctor_token, _) = clinic
+        .fixtures
+        .verified_doctor("Asia/Kolkata", &every_day("09:00", "17:00"))
+        .await;
+    let (patient, token) = clinic.fixtures.patient().await;
+    let now = Utc::now();
+    let (from, to) = (now + TimeDelta::days(2), now + TimeDelta::days(3));
+    let slots = clinic.slots(&token, doctor, from, to).await;
+    let first = clinic.book_ok(&token, doctor, slots[0]).await;
+    let second = clinic.book_ok(&token, doctor, slots[3]).await;
+    clinic.appointment(&token, &first).await;
+    clinic.appointment(&token, &second).await;
+
+    // The slot list and the directory skip booked slots.
+    let after = clinic.slots(&token, doctor, from, to).await;
+    assert!(!after.contains(&slots[0]));
+    assert!(!after.contains(&slots[3]));
+    assert_eq!(after.len(), slots.len() - 2);
+
+    // The patient's list, earliest first.
+    let response = clinic.api.query_get(&token, "/patients/me/appointments").await;
+    let list: Value = response.json().await.unwrap();
+    let ids: Vec<&str> = list["appointments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["appointment_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [first["appointment_id"].as_str().unwrap(), second["appointment_id"].as_str().unwrap()]
+    );
+    assert_eq!(list["appointments"][0]["patient_id"], patient.to_string());
+
+    // The doctor's day in Kolkata time contains the first booking.
+    let local_date = slots[0]
+        .with_timezone(&chrono_tz::Asia::Kolkata)
+        .date_naive();
+    let response = clinic
+        .api
+        .query_get(&doctor_token, &format!("/doctors/me/schedule?date={local_date}"))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let day: Value = response.json().await.unwrap();
+    assert_eq!(day["time_zone"], "Asia/Kolkata");
+    assert_eq!(day["appointments"][0]["appointment_id"], first["appointment_id"]);
+
+    // Bad schedule dates are named.
+    let response = clinic
+        .api
+        .query_get(&doctor_token, "/doctors/me/schedule?date=2030-02-30")
+        .await;
+    let body = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(body["errors"][0]["field"], "date");
+
+    // Another patient cannot read the appointment.
+    let (_, stranger) = clinic.fixtures.patient().await;
+    let response = clinic
+        .api
+        .query_get(
+            &stranger,
+            &format!("/appointments/{}", first["appointment_id"].as_str().unwrap()),
+        )
+        .await;
+    expect_problem(response, StatusCode::NOT_FOUND).await;
+
+    // The admin overview counts both.
+    let admin = clinic
+        .fixtures
+        .session(AccountId(Uuid::new_v4()), Role::Admin)
+        .await;
+    let response = clinic
+        .api
+        .query_get(
+            &admin,
+            &format!("/admin/appointments/overview?from={}&to={}", rfc3339(from), rfc3339(to)),
+        )
+        .await;
+    let overview: Value = response.json().await.unwrap();
+    assert_eq!(overview["total"], 2, "{overview}");
+    assert_eq!(overview["by_status"]["booked"], 2);
+    assert_eq!(overview["doctors"], 1);
+}
