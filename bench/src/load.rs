@@ -117,8 +117,14 @@ pub async fn run(
                     status.is_success() && body.is_ok()
                 }
                 Err(error) => {
-                    if number % 5000 == 0 {
-                        eprintln!("request {number} failed: {error}");
+                    if number % 500 == 0 || number < 3 {
+                        let mut chain = format!("{error}");
+                        let mut source = std::error::Error::source(&error);
+                        while let Some(cause) = source {
+                            chain.push_str(&format!(": {cause}"));
+                            source = cause.source();
+                        }
+                        eprintln!("request {number} failed: {chain}");
                     }
                     false
                 }

@@ -53,6 +53,12 @@ fn metadata() -> EventMetadata {
 
 impl Fixtures {
     pub async fn new(env: &TestEnv) -> Self {
+        Self::with_clock(env, clock::system_clock()).await
+    }
+
+    /// Creates sessions on `clock`, which must be the clock of the APIs they are used
+    /// with, or the APIs see them as expired or not yet started.
+    pub async fn with_clock(env: &TestEnv, clock: clock::SharedClock) -> Self {
         let url = SecretString::from(env.app_url());
         let pool = medflow_infra::db::pg_pool(&url, 8).unwrap();
         let masters = MasterKeys::parse(&SecretString::from(env.master_keys.clone())).unwrap();
@@ -64,7 +70,7 @@ impl Fixtures {
             doctors: CommandBus::new(medflow_infra::db::sqlx_pool(&url, 4).await.unwrap(), ()),
             keys: KeyRing::new(pool.clone(), masters),
             index: BlindIndex::from_base64(&SecretString::from(env.index_key.clone())).unwrap(),
-            sessions: SessionStore::new(pool, policy, clock::system_clock()),
+            sessions: SessionStore::new(pool, policy, clock),
         }
     }
 

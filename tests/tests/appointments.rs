@@ -38,15 +38,21 @@ impl Clinic {
     async fn start_at(now: DateTime<Utc>) -> (Self, Arc<ManualClock>) {
         let env = TestEnv::new().await;
         let clock = ManualClock::starting_at(now);
+        // The clock jumps by hours, which must not idle out the sessions.
+        let idle = Duration::from_secs(12 * 3600);
+        let mut command_settings = env.command_settings();
+        command_settings.session_idle_timeout = idle;
+        let mut query_settings = env.query_settings();
+        query_settings.session_idle_timeout = idle;
         let command = env
-            .start_command_api_with_clock(env.command_settings(), clock.clone())
+            .start_command_api_with_clock(command_settings, clock.clone())
             .await;
         let query = env
-            .start_query_api_with_clock(env.query_settings(), clock.clone())
+            .start_query_api_with_clock(query_settings, clock.clone())
             .await;
         env.start_relay();
         env.start_projectors();
-        let fixtures = Fixtures::new(&env).await;
+        let fixtures = Fixtures::with_clock(&env, clock.clone()).await;
         let api = Api::new(&command, &query);
         (Self { env, api, fixtures }, clock)
     }
@@ -345,9 +351,6 @@ async fn booking_follows_the_availability_rule() {
         .verified_doctor("UTC", &every_day("09:00", "17:00"))
         .await;
     let (_, token) = clinic.fixtures.patient().await;
-    let listed = clinic
-        .slots(&token, doctor, now - TimeDelta::hours(3), now + TimeDelta::days(1))
-        .await;
 
     // Time off on Tuesday 10:00-11:00.
     let response = clinic
@@ -359,6 +362,18 @@ async fn booking_follows_the_availability_rule() {
         )
         .await;
     assert_eq!(response.status(), StatusCode::CREATED);
+    let inside_time_off = instant("2030-01-08T10:30:00Z");
+    let listed = medflow_tests::wait::eventually(
+        Duration::from_secs(30),
+        "the time off in the slot list",
+        || async {
+            let listed = clinic
+                .slots(&token, doctor, now - TimeDelta::hours(3), now + TimeDelta::days(1))
+                .await;
+            (!listed.contains(&inside_time_off)).then_some(listed)
+        },
+    )
+    .await;
 
     let cases = [
         ("started a minute ago", "2030-01-07T11:59:00Z"),

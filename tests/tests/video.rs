@@ -19,6 +19,7 @@ struct Consultation {
     env: TestEnv,
     api: Api,
     fixtures: Fixtures,
+    doctor: medflow_domain::values::AccountId,
     doctor_token: String,
     patient_token: String,
     appointment_id: Uuid,
@@ -87,6 +88,7 @@ async fn consultation() -> Consultation {
         env,
         api,
         fixtures,
+        doctor,
         doctor_token,
         patient_token,
         appointment_id: booked["appointment_id"].as_str().unwrap().parse().unwrap(),
@@ -151,20 +153,13 @@ async fn tokens_are_refused_outside_the_window_and_to_strangers() {
     // Another appointment of the same doctor, three hours ahead: too early, and its
     // token would name its own room, not the first appointment's.
     let (_, later_patient) = visit.fixtures.patient().await;
-    let doctor_id: Value = visit
-        .api
-        .query_get(&visit.patient_token, &format!("/appointments/{}", visit.appointment_id))
-        .await
-        .json()
-        .await
-        .unwrap();
     let later_start = visit.start + TimeDelta::hours(3);
     let response = visit
         .api
         .command_post(
             &later_patient,
             "/appointments",
-            json!({ "doctor_id": doctor_id["doctor_id"], "start": rfc3339(later_start) }),
+            json!({ "doctor_id": visit.doctor.to_string(), "start": rfc3339(later_start) }),
         )
         .await;
     assert_eq!(response.status(), StatusCode::CREATED);
@@ -196,9 +191,11 @@ async fn tokens_are_refused_outside_the_window_and_to_strangers() {
 
     // After the window: a command API whose clock is 16 minutes past the slot end.
     let clock = ManualClock::starting_at(visit.start + TimeDelta::minutes(46));
+    let mut late_settings = visit.env.command_settings();
+    late_settings.session_idle_timeout = Duration::from_secs(3 * 3600);
     let late_api = visit
         .env
-        .start_command_api_with_clock(visit.env.command_settings(), clock)
+        .start_command_api_with_clock(late_settings, clock)
         .await;
     let late = Api::new(&late_api, &visit.api.query);
     let response = request_token(&late, &visit.patient_token, visit.appointment_id).await;

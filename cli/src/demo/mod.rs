@@ -2,6 +2,7 @@
 //! running platform and prints each step. Every run uses fresh e-mail addresses, so it
 //! can be repeated against the same database.
 
+mod appointments;
 mod doctors;
 
 use std::time::Duration;
@@ -183,6 +184,7 @@ pub async fn run(settings: DemoSettings) -> anyhow::Result<()> {
     doctors::review(&demo, &admin, &okafor, true).await?;
     doctors::review(&demo, &admin, &brandt, false).await?;
     doctors::browse(&demo, &people[2].2, &okafor).await?;
+    appointments::book_and_move(&demo, &people[2].2, &people[3].2, &okafor).await?;
     doctors::read_rejection(&demo, &brandt).await?;
     println!(
         "demo finished: {} accounts registered in run {}",

@@ -311,8 +311,9 @@ pub async fn doctor_schedule(
     let rows = client
         .query(
             &format!(
-                "SELECT {APPOINTMENT_COLUMNS}, account_directory.name FROM appointments
-                 LEFT JOIN account_directory ON account_directory.account_id = appointments.patient_id
+                "SELECT {APPOINTMENT_COLUMNS},
+                   (SELECT name FROM account_directory WHERE account_id = appointments.patient_id)
+                 FROM appointments
                  WHERE doctor_id = $1 AND starts_at < $3 AND ends_at > $2
                    AND ($4 OR status <> 'cancelled')
                  ORDER BY starts_at, appointment_id"
