@@ -100,3 +100,15 @@ impl CommandApiSettings {
         Self::from_arg_matches(&matches)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argument_definitions_are_consistent() {
+        // Catches clashing argument ids of flattened settings, which clap only reports
+        // when the binary parses its arguments.
+        CommandApiSettings::command().debug_assert();
+    }
+}

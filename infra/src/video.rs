@@ -43,6 +43,7 @@ pub struct LiveKitSettings {
     /// URL of the LiveKit server that clients connect to (`ws://` or `wss://`). It is
     /// returned to clients with each video token.
     #[arg(
+        id = "livekit_url",
         long = "livekit-url",
         env = "MEDFLOW_LIVEKIT_URL",
         default_value = "ws://127.0.0.1:7880"

@@ -44,3 +44,14 @@ pub struct QueryApiSettings {
     #[command(flatten)]
     pub booking: BookingSettings,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn argument_definitions_are_consistent() {
+        QueryApiSettings::command().debug_assert();
+    }
+}
