@@ -8,7 +8,7 @@
 //! booking transaction takes the doctor's calendar lock in shared mode and verifies
 //! that the profile's last sequence is still the one it checked. Adding time off takes
 //! the same lock exclusively and reads the overlapping reservations inside its own
-//! transaction, so each booking either sees the time off and is refused, or is
+//! transaction, so each booking either reads the time off and is rejected, or is
 //! committed first and reported as affected.
 
 use chrono::{DateTime, Utc};

@@ -65,8 +65,8 @@ pub trait Effects<A: Aggregate>: Sync {
 pub enum EffectError {
     #[error(transparent)]
     Database(#[from] sqlx::Error),
-    /// The effects found state that forbids the change, such as data read before the
-    /// transaction having changed since; the text says what to do.
+    /// The effects found state that forbids the change, such as data that changed after
+    /// it was read before the transaction. The message tells the client what to do.
     #[error("{0}")]
     Rejected(String),
 }

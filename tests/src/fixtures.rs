@@ -1,7 +1,7 @@
-//! Shortcuts for tests that need verified doctors and many signed-in patients: doctor
-//! profiles are written through the command bus with real sealing, and sessions are
-//! created in the session store directly, which skips the deliberately slow password
-//! hashing of registration and login. Those flows have their own tests.
+//! Shortcuts for tests that need verified doctors and many signed-in patients. Doctor
+//! profiles are written through the command bus with real sealing. Sessions are created
+//! in the session store directly, which skips the deliberately slow password hashing of
+//! registration and login; those flows have their own tests.
 
 use std::time::Duration;
 

@@ -427,7 +427,7 @@ async fn unverified_and_suspended_doctors_cannot_be_booked() {
     let body = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
     assert_eq!(problem_type(&body), "urn:medflow:problem:doctor-not-bookable");
 
-    // An id that belongs to nobody.
+    // An id without a doctor profile.
     let response = clinic.book(&token, AccountId(Uuid::new_v4()), slot).await;
     expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
 }

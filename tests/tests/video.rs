@@ -147,7 +147,7 @@ async fn tokens_pass_the_livekit_sdk_with_narrow_grants() {
 }
 
 #[tokio::test]
-async fn tokens_are_refused_outside_the_window_and_to_strangers() {
+async fn tokens_rejected_outside_window_or_party() {
     let visit = consultation().await;
 
     // Another appointment of the same doctor, three hours ahead: too early, and its
@@ -182,7 +182,7 @@ async fn tokens_are_refused_outside_the_window_and_to_strangers() {
     .unwrap();
     assert_ne!(claims["video"]["room"], VideoTokenIssuer::room_name(later_id));
 
-    // A third user gets the same answer as for a missing appointment.
+    // A third user gets the same 404 as for a missing appointment.
     let (_, stranger) = visit.fixtures.patient().await;
     let response = request_token(&visit.api, &stranger, visit.appointment_id).await;
     expect_problem(response, StatusCode::NOT_FOUND).await;

@@ -21,8 +21,8 @@ use crate::state::SharedState;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancellationRequest {
-    /// Why the appointment is cancelled, 1 to 500 characters. It may describe the
-    /// patient's health, so it is stored encrypted under the patient's data key.
+    /// Reason for the cancellation, 1 to 500 characters. It may describe the patient's
+    /// health, so it is stored encrypted under the patient's data key.
     pub reason: String,
 }
 
@@ -94,7 +94,7 @@ pub async fn cancel(
     Ok(HttpResponse::Accepted().json(CommandAccepted::from(committed)))
 }
 
-/// What the doctor does with the appointment.
+/// Step of the consultation that the doctor records.
 #[derive(Debug, Clone, Copy)]
 enum DoctorStep {
     Start,

@@ -155,7 +155,7 @@ async fn issue(
     })
 }
 
-/// What became of a webhook.
+/// Outcome of a webhook delivery.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WebhookReceipt {
     /// `recorded`, `duplicate` (already recorded) or `ignored` (an event or room

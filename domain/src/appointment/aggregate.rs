@@ -75,7 +75,7 @@ impl Appointment {
         }
     }
 
-    /// Returns whether the appointment still holds its slot in the calendar.
+    /// Returns whether the appointment still occupies its slot in the calendar.
     pub fn holds_slot(&self) -> bool {
         matches!(
             self.status,

@@ -22,7 +22,7 @@ impl Party {
     }
 }
 
-/// What LiveKit reported about the appointment's video room.
+/// Activity in the appointment's video room, as reported by LiveKit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum VideoActivity {

@@ -14,7 +14,7 @@ pub const APPOINTMENT_COLUMNS: &str = "appointment_id, patient_id, doctor_id, st
      doctor_time_zone, status, cancelled_by, cancel_reason, reschedule_count, booked_at, started_at, \
      finished_at, video_started_at, video_ended_at, updated_at";
 
-/// An appointment as its patient or doctor sees it.
+/// An appointment as shown to its patient, its doctor or an admin.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AppointmentView {
     pub appointment_id: Uuid,

@@ -26,7 +26,7 @@ const PROJECTION: &str = "appointments";
 const AGGREGATE_TYPE: &str = "appointment";
 const DEFAULT_PAGE_SIZE: i64 = 20;
 const MAX_PAGE_SIZE: i64 = 100;
-/// Longest range the admin overview counts over, in days.
+/// Maximum range of the admin overview, in days.
 const MAX_OVERVIEW_DAYS: i64 = 366;
 const STATUSES: &[&str] = &["booked", "in_progress", "completed", "no_show", "cancelled"];
 
