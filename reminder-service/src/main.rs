@@ -1,43 +1,39 @@
-//! The reminder service. It will consume appointment events and send reminders 24 h,
-//! 2 h and 15 min ahead; for now it starts, serves health and metrics, and consumes
-//! nothing.
-
-use std::net::SocketAddr;
-
+use chrono::TimeDelta;
 use clap::Parser;
-use medflow_infra::{telemetry, web};
+use medflow_infra::clock::{self, SharedClock, ShiftedClock};
+use medflow_infra::{db, telemetry, web};
+use medflow_reminder_service::ReminderSettings;
 use tokio_util::sync::CancellationToken;
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "medflow-reminder-service",
-    about = "Sends appointment reminders"
-)]
-struct Settings {
-    /// Address of the health and metrics endpoint.
-    #[arg(
-        long = "http-addr",
-        env = "MEDFLOW_REMINDERS_HTTP_ADDR",
-        default_value = "127.0.0.1:8084"
-    )]
-    http_addr: SocketAddr,
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     telemetry::init("reminder-service");
-    let settings = Settings::parse();
-    let server = web::ops::serve(
-        settings.http_addr,
-        prometheus::Registry::new(),
-        web::health::Readiness::default(),
-    )?;
+    let settings = ReminderSettings::parse();
+    let pool = db::pg_pool(&settings.database.url, settings.database.pool_size)?;
+    let clock: SharedClock = if settings.clock_offset_secs == 0 && settings.clock_speed == 1.0 {
+        clock::system_clock()
+    } else {
+        tracing::warn!(
+            offset_secs = settings.clock_offset_secs,
+            speed = settings.clock_speed,
+            "the reminder service runs on a shifted clock"
+        );
+        ShiftedClock::new(TimeDelta::seconds(settings.clock_offset_secs), settings.clock_speed)
+    };
+
+    let registry = prometheus::Registry::new();
+    let readiness = web::health::Readiness::default()
+        .with("postgres", web::health::postgres_check(pool.clone()))
+        .with("kafka", web::health::kafka_check(settings.kafka.clone()));
+    let server = web::ops::serve(settings.http_addr, registry.clone(), readiness)?;
     let handle = server.handle();
     tokio::spawn(server);
-    tracing::info!(addr = %settings.http_addr, "reminder service started; no consumers yet");
+    tracing::info!(addr = %settings.http_addr, "reminder service health and metrics endpoint listening");
+
     let shutdown = CancellationToken::new();
-    web::ops::cancel_on_signal(shutdown.clone()).await;
+    tokio::spawn(web::ops::cancel_on_signal(shutdown.clone()));
+    let result = medflow_reminder_service::run(settings, pool, clock, &registry, shutdown).await;
     handle.stop(true).await;
     tracing::info!("reminder service stopped");
-    Ok(())
+    result
 }

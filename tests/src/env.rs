@@ -262,6 +262,43 @@ impl TestEnv {
         token
     }
 
+    pub fn reminder_settings(&self) -> medflow_reminder_service::ReminderSettings {
+        medflow_reminder_service::ReminderSettings {
+            database: self.database_settings(),
+            kafka: self.kafka_settings(),
+            keys: self.key_settings(),
+            http_addr: loopback_any_port(),
+            smtp_url: "smtp://127.0.0.1:1025".into(),
+            mail_from: "MedFlow <reminders@medflow.example>".into(),
+            frontend_base_url: "https://app.medflow.example".into(),
+            workers: 2,
+            poll_interval_ms: 50,
+            clock_offset_secs: 0,
+            clock_speed: 1.0,
+        }
+    }
+
+    /// Starts a reminder service in this process on `clock`; cancel the returned token
+    /// to stop it.
+    pub fn start_reminders_with(
+        &self,
+        settings: medflow_reminder_service::ReminderSettings,
+        clock: clock::SharedClock,
+    ) -> CancellationToken {
+        let token = self.shutdown.child_token();
+        let pool = medflow_infra::db::pg_pool(&settings.database.url, 8).expect("reminder pool");
+        let run_token = token.clone();
+        tokio::spawn(async move {
+            let registry = prometheus::Registry::new();
+            if let Err(error) =
+                medflow_reminder_service::run(settings, pool, clock, &registry, run_token).await
+            {
+                eprintln!("reminder service failed: {error:#}");
+            }
+        });
+        token
+    }
+
     /// Starts command API, query API, relay and projectors in this process.
     pub async fn start_spine(&self) -> crate::api::Api {
         let command = self.start_command_api().await;

@@ -9,6 +9,7 @@ pub mod database;
 pub mod env;
 pub mod fixtures;
 pub mod kafka;
+pub mod mail;
 pub mod livekit;
 pub mod process;
 pub mod wait;
