@@ -1,7 +1,7 @@
-//! The reminder service: keeps a durable schedule of reminders (24 h, 2 h and 15 min
-//! before each appointment) from appointment events on Kafka, and sends them by e-mail
-//! and as in-app notifications, exactly once per appointment time and offset except for
-//! the crash window described in [`sender`].
+//! The reminder service. It keeps a durable schedule of reminders (24 h, 2 h and 15 min
+//! before each appointment) from appointment events on Kafka. It sends each one by
+//! e-mail and as an in-app notification, once per appointment time and offset, except
+//! for the crash window described in [`sender`].
 
 pub mod mail;
 pub mod metrics;
@@ -45,6 +45,7 @@ pub async fn run(
         keys: KeyRing::new(pool.clone(), masters),
         metrics: metrics::ReminderMetrics::register(registry)?,
         poll_interval: Duration::from_millis(settings.poll_interval_ms),
+        abort_after_smtp: settings.abort_after_smtp,
     });
     let projector_metrics = ProjectorMetrics::register(registry)?;
 

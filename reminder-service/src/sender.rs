@@ -26,7 +26,7 @@ use crate::schedule::notification_id;
 
 /// Delay before the first retry of a failed send; it doubles per attempt.
 const FIRST_RETRY: Duration = Duration::from_secs(2);
-/// Longest delay between two attempts.
+/// Maximum delay between two attempts.
 const MAX_RETRY: Duration = Duration::from_secs(60);
 
 pub struct Sender {
@@ -37,6 +37,8 @@ pub struct Sender {
     pub metrics: ReminderMetrics,
     /// Pause of an idle worker before it looks for due reminders again.
     pub poll_interval: Duration,
+    /// Crash injected for tests of the window between the SMTP hand-off and the commit.
+    pub abort_after_smtp: bool,
 }
 
 /// What a worker did with one claimed reminder.
@@ -146,6 +148,13 @@ impl Sender {
             doctor_time_zone: &claimed.doctor_time_zone,
         };
         match self.mailer.send(&mail).await {
+            Ok(()) if self.abort_after_smtp => {
+                tracing::error!(
+                    appointment_id = %claimed.appointment_id,
+                    "aborting after the SMTP hand-off, as MEDFLOW_REMINDER_ABORT_AFTER_SMTP requests"
+                );
+                std::process::abort();
+            }
             Ok(()) => {
                 let sent_at = self.clock.now();
                 mark_sent(&transaction, &claimed, sent_at).await?;

@@ -75,6 +75,16 @@ pub struct ReminderSettings {
     /// How many times faster than real time the service's clock runs; 1 in production.
     #[arg(long = "clock-speed", env = "MEDFLOW_CLOCK_SPEED", default_value_t = 1.0)]
     pub clock_speed: f64,
+
+    /// Fault injection for tests: abort the process right after SMTP accepted a
+    /// reminder and before the database records it as sent. Never set in production.
+    #[arg(
+        long = "abort-after-smtp",
+        env = "MEDFLOW_REMINDER_ABORT_AFTER_SMTP",
+        default_value_t = false,
+        hide = true
+    )]
+    pub abort_after_smtp: bool,
 }
 
 #[cfg(test)]

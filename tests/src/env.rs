@@ -275,6 +275,7 @@ impl TestEnv {
             poll_interval_ms: 50,
             clock_offset_secs: 0,
             clock_speed: 1.0,
+            abort_after_smtp: false,
         }
     }
 

@@ -408,3 +408,38 @@ async fn sigkill_after_sending_sends_no_copy() {
     office.wait_rows(&booked, "sent", 1).await;
     office.wait_rows(&booked, "pending", 2).await;
 }
+
+#[tokio::test]
+async fn crash_between_smtp_and_commit_resends_once() {
+    let office = office().await;
+    let (email, token) = office.patient().await;
+    let start = slot_after(TimeDelta::days(2));
+    let booked = office.book(&token, start).await;
+
+    let offset = (start - TimeDelta::hours(24) - TimeDelta::seconds(5) - Utc::now()).num_seconds();
+    let mut variables = office.env.env_vars();
+    variables.push(("MEDFLOW_CLOCK_OFFSET_SECS".into(), offset.to_string()));
+    variables.push(("MEDFLOW_REMINDERS_HTTP_ADDR".into(), "127.0.0.1:0".into()));
+    variables.push(("MEDFLOW_REMINDER_POLL_INTERVAL_MS".into(), "50".into()));
+    variables.push(("MEDFLOW_REMINDER_WORKERS".into(), "1".into()));
+    let mut crashing = variables.clone();
+    crashing.push(("MEDFLOW_REMINDER_ABORT_AFTER_SMTP".into(), "true".into()));
+
+    // The first process hands the e-mail to SMTP and dies before recording it.
+    let mut service = ServiceProcess::spawn("medflow-reminder-service", &[], &crashing);
+    wait_for_messages(&email, 1, Duration::from_secs(40)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while service.is_running() {
+        assert!(std::time::Instant::now() < deadline, "the service did not abort");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    office.wait_rows(&booked, "pending", 3).await;
+
+    // The restarted one sends it once more, with the same Message-ID, and records it.
+    let _restarted = ServiceProcess::spawn("medflow-reminder-service", &[], &variables);
+    office.wait_rows(&booked, "sent", 1).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let messages = messages_to(&email).await;
+    assert_eq!(messages.len(), 2);
+    assert_eq!(message_id(&messages[0]), message_id(&messages[1]));
+}
