@@ -36,6 +36,7 @@ use crate::routes;
         routes::appointment_lifecycle::no_show,
         routes::video::video_token,
         routes::video::livekit_webhook,
+        routes::notifications::mark_read,
     ),
     modifiers(&SessionAuth),
     tags(
@@ -44,6 +45,7 @@ use crate::routes;
         (name = "doctors", description = "A doctor's own profile, license documents, availability and time off"),
         (name = "appointments", description = "Booking, rescheduling, cancellation and the consultation itself"),
         (name = "video", description = "LiveKit tokens for consultations and LiveKit's signed webhooks"),
+        (name = "notifications", description = "In-app notifications"),
         (name = "admin", description = "Admin-only management of accounts and doctor verification"),
     )
 )]

@@ -29,6 +29,8 @@ use crate::CommandApiSettings;
 
 pub struct AppState {
     pub clock: SharedClock,
+    /// Pool for tables outside the event store, such as notifications.
+    pub pool: Pool,
     pub accounts: CommandBus<Account>,
     pub doctors: CommandBus<DoctorProfile>,
     pub appointments: CommandBus<Appointment>,
@@ -78,6 +80,7 @@ impl AppState {
         })?;
         let state = Self {
             clock: clock.clone(),
+            pool: pool.clone(),
             accounts: CommandBus::<Account>::new(sqlx_pool.clone(), ()),
             doctors: CommandBus::<DoctorProfile>::new(sqlx_pool.clone(), ()),
             appointments: CommandBus::<Appointment>::new(sqlx_pool.clone(), ()),

@@ -9,6 +9,7 @@ pub mod doctor_availability;
 pub mod doctor_documents;
 pub mod doctor_profile;
 pub mod doctors;
+pub mod notifications;
 pub mod sessions;
 pub mod video;
 
@@ -38,6 +39,10 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .route(web::delete().to(sessions::logout_everywhere)),
         )
         .service(resource("/sessions/current", "DELETE").route(web::delete().to(sessions::logout)))
+        .service(
+            resource("/notifications/{notification_id}/read", "POST")
+                .route(web::post().to(notifications::mark_read)),
+        )
         .configure(configure_doctors)
         .configure(configure_appointments);
 }
