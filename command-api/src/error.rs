@@ -105,9 +105,7 @@ pub fn appointment_problem(error: AppointmentError) -> ApiError {
         AppointmentError::InvalidTransition { .. } => {
             ApiError::conflict("invalid-transition", "Invalid state transition", detail)
         }
-        AppointmentError::TooEarly { .. } => {
-            ApiError::conflict("too-early", "Too early", detail)
-        }
+        AppointmentError::TooEarly { .. } => ApiError::conflict("too-early", "Too early", detail),
         AppointmentError::TooLate { .. } => ApiError::conflict("too-late", "Too late", detail),
         AppointmentError::SameSlot => ApiError::field("start", detail),
     }

@@ -63,7 +63,11 @@ pub struct KafkaSettings {
 pub struct KeySettings {
     /// Master keys as `id:base64key` pairs separated by commas; each key is 32 bytes.
     /// The first wraps new data keys, the others only unwrap old ones (rotation).
-    #[arg(long = "master-keys", env = "MEDFLOW_MASTER_KEYS", hide_env_values = true)]
+    #[arg(
+        long = "master-keys",
+        env = "MEDFLOW_MASTER_KEYS",
+        hide_env_values = true
+    )]
     pub master_keys: SecretString,
 
     /// Base64 of the 32-byte HMAC key for the e-mail index. Changing it orphans every

@@ -41,10 +41,18 @@ pub struct ObjectStoreSettings {
     )]
     pub bucket: String,
 
-    #[arg(long = "s3-access-key", env = "MEDFLOW_S3_ACCESS_KEY", hide_env_values = true)]
+    #[arg(
+        long = "s3-access-key",
+        env = "MEDFLOW_S3_ACCESS_KEY",
+        hide_env_values = true
+    )]
     pub access_key: SecretString,
 
-    #[arg(long = "s3-secret-key", env = "MEDFLOW_S3_SECRET_KEY", hide_env_values = true)]
+    #[arg(
+        long = "s3-secret-key",
+        env = "MEDFLOW_S3_SECRET_KEY",
+        hide_env_values = true
+    )]
     pub secret_key: SecretString,
 
     /// Lifetime of presigned URLs, in seconds.

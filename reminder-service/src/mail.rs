@@ -135,15 +135,27 @@ mod tests {
             parse_smtp_url("smtp://127.0.0.1:1025").unwrap(),
             ("127.0.0.1".to_owned(), 1025)
         );
-        assert_eq!(parse_smtp_url("smtp://[::1]:25").unwrap(), ("::1".to_owned(), 25));
+        assert_eq!(
+            parse_smtp_url("smtp://[::1]:25").unwrap(),
+            ("::1".to_owned(), 25)
+        );
         assert!(parse_smtp_url("smtps://mail.example:465").is_err());
         assert!(parse_smtp_url("smtp://no-port").is_err());
     }
 
     #[test]
     fn subject_names_only_the_lead_time() {
-        assert_eq!(subject(1440), "Reminder: your video consultation starts in 24 hours");
-        assert_eq!(subject(120), "Reminder: your video consultation starts in 2 hours");
-        assert_eq!(subject(15), "Reminder: your video consultation starts in 15 minutes");
+        assert_eq!(
+            subject(1440),
+            "Reminder: your video consultation starts in 24 hours"
+        );
+        assert_eq!(
+            subject(120),
+            "Reminder: your video consultation starts in 2 hours"
+        );
+        assert_eq!(
+            subject(15),
+            "Reminder: your video consultation starts in 15 minutes"
+        );
     }
 }

@@ -18,7 +18,10 @@ async fn main() -> anyhow::Result<()> {
             speed = settings.clock_speed,
             "the reminder service runs on a shifted clock"
         );
-        ShiftedClock::new(TimeDelta::seconds(settings.clock_offset_secs), settings.clock_speed)
+        ShiftedClock::new(
+            TimeDelta::seconds(settings.clock_offset_secs),
+            settings.clock_speed,
+        )
     };
 
     let registry = prometheus::Registry::new();

@@ -33,7 +33,9 @@ impl ReminderMetrics {
                     "medflow_reminders_send_delay_seconds",
                     "Time between a reminder's due time and its sending",
                 )
-                .buckets(vec![0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0]),
+                .buckets(vec![
+                    0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0,
+                ]),
             )?,
         };
         registry.register(Box::new(metrics.pending.clone()))?;

@@ -83,8 +83,15 @@ pub async fn cancel(
         now: state.clock.now(),
     };
     let effects = ReservationEffects::default();
-    let committed =
-        execute(&state, &request, &auth.session, appointment_id, command, &effects).await?;
+    let committed = execute(
+        &state,
+        &request,
+        &auth.session,
+        appointment_id,
+        command,
+        &effects,
+    )
+    .await?;
     tracing::info!(
         %appointment_id,
         cancelled_by = by.as_str(),
@@ -120,8 +127,15 @@ async fn doctor_step(
         DoctorStep::NoShow => AppointmentCommand::MarkNoShow { actor, now },
     };
     let effects = ReservationEffects::default();
-    let committed =
-        execute(&state, &request, &auth.session, appointment_id, command, &effects).await?;
+    let committed = execute(
+        &state,
+        &request,
+        &auth.session,
+        appointment_id,
+        command,
+        &effects,
+    )
+    .await?;
     tracing::info!(%appointment_id, step = ?step, sequence = committed.sequence, "appointment updated");
     Ok(HttpResponse::Accepted().json(CommandAccepted::from(committed)))
 }

@@ -113,8 +113,15 @@ pub async fn book(
     let effects = ReservationEffects {
         checked: Some(checked),
     };
-    let committed = execute(&state, &request, &auth.session, appointment_id, command, &effects)
-        .await?;
+    let committed = execute(
+        &state,
+        &request,
+        &auth.session,
+        appointment_id,
+        command,
+        &effects,
+    )
+    .await?;
     tracing::info!(
         %appointment_id,
         doctor_id = %doctor,
@@ -152,8 +159,8 @@ pub async fn reschedule(
     auth.require_role(&[Role::Patient])?;
     let appointment_id = parse_appointment_id(&path)?;
     let start = parse_start(&body.start)?;
-    let appointment = load_for_party(&state, appointment_id, &auth.session, &[Party::Patient])
-        .await?;
+    let appointment =
+        load_for_party(&state, appointment_id, &auth.session, &[Party::Patient]).await?;
     let (Some(doctor), Some(patient)) = (appointment.doctor, appointment.patient) else {
         return Err(not_found(appointment_id));
     };
@@ -169,8 +176,15 @@ pub async fn reschedule(
     let effects = ReservationEffects {
         checked: Some(checked),
     };
-    let committed = execute(&state, &request, &auth.session, appointment_id, command, &effects)
-        .await?;
+    let committed = execute(
+        &state,
+        &request,
+        &auth.session,
+        appointment_id,
+        command,
+        &effects,
+    )
+    .await?;
     tracing::info!(%appointment_id, sequence = committed.sequence, "appointment rescheduled");
     Ok(HttpResponse::Ok().json(accepted(appointment_id, committed, &slot, time_zone)))
 }
@@ -256,7 +270,12 @@ async fn check_slot(
         .map(|reservation| reservation.range)
         .collect();
     schedule
-        .is_bookable(slot.start(), &booked, state.clock.now(), &state.booking_policy)
+        .is_bookable(
+            slot.start(),
+            &booked,
+            state.clock.now(),
+            &state.booking_policy,
+        )
         .map_err(|rejection| slot_problem(slot.start(), rejection))?;
     Ok((
         schedule.time_zone.name().to_owned(),
@@ -340,7 +359,9 @@ pub async fn load_for_party(
         .appointments
         .load(&appointment_id.to_string())
         .await
-        .map_err(|error| ApiError::internal(anyhow::anyhow!("loading an appointment failed: {error}")))?;
+        .map_err(|error| {
+            ApiError::internal(anyhow::anyhow!("loading an appointment failed: {error}"))
+        })?;
     match appointment.party_of(session.account_id) {
         Some(party) if sides.contains(&party) => Ok(appointment),
         _ => Err(not_found(appointment_id)),
@@ -361,12 +382,7 @@ pub async fn execute(
     record_aggregate(request, &aggregate_id);
     state
         .appointments
-        .execute_with(
-            &aggregate_id,
-            command,
-            metadata(Some(actor)),
-            effects,
-        )
+        .execute_with(&aggregate_id, command, metadata(Some(actor)), effects)
         .await
         .map_err(from_appointment_error)
 }

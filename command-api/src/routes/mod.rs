@@ -75,8 +75,7 @@ fn configure_appointments(config: &mut web::ServiceConfig) {
                 .route(web::post().to(video::video_token)),
         )
         .service(
-            resource("/webhooks/livekit", "POST")
-                .route(web::post().to(video::livekit_webhook)),
+            resource("/webhooks/livekit", "POST").route(web::post().to(video::livekit_webhook)),
         );
 }
 

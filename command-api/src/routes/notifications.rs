@@ -40,7 +40,11 @@ pub async fn mark_read(
         .execute(
             "UPDATE notifications SET read_at = COALESCE(read_at, $3)
              WHERE notification_id = $1 AND recipient_id = $2",
-            &[&notification_id, &auth.session.account_id.0, &state.clock.now()],
+            &[
+                &notification_id,
+                &auth.session.account_id.0,
+                &state.clock.now(),
+            ],
         )
         .await
         .map_err(ApiError::internal)?;

@@ -201,7 +201,9 @@ pub async fn livekit_webhook(
         .map_err(|rejection| {
             tracing::warn!(reason = %rejection, "LiveKit webhook rejected");
             match rejection {
-                WebhookRejection::MalformedBody(_) => ApiError::MalformedBody(rejection.to_string()),
+                WebhookRejection::MalformedBody(_) => {
+                    ApiError::MalformedBody(rejection.to_string())
+                }
                 _ => ApiError::Unauthorized("the webhook signature is missing or invalid"),
             }
         })?;
@@ -215,7 +217,10 @@ pub async fn livekit_webhook(
     Ok(HttpResponse::Ok().json(WebhookReceipt { outcome }))
 }
 
-async fn record_webhook(state: &SharedState, notice: &WebhookNotice) -> Result<&'static str, ApiError> {
+async fn record_webhook(
+    state: &SharedState,
+    notice: &WebhookNotice,
+) -> Result<&'static str, ApiError> {
     let activity = match (&notice.kind, notice.participant) {
         (WebhookKind::RoomStarted, _) => VideoActivity::RoomStarted,
         (WebhookKind::RoomFinished, _) => VideoActivity::RoomFinished,
@@ -246,14 +251,19 @@ async fn record_webhook(state: &SharedState, notice: &WebhookNotice) -> Result<&
         };
         match state
             .appointments
-            .execute_with(&aggregate_id, command, metadata.clone(), &ReservationEffects::default())
+            .execute_with(
+                &aggregate_id,
+                command,
+                metadata.clone(),
+                &ReservationEffects::default(),
+            )
             .await
         {
             Ok(committed) if committed.appended == 0 => return Ok("duplicate"),
             Ok(_) => return Ok("recorded"),
-            Err(TransactionalError::Aggregate(AggregateError::UserError(AppointmentError::NotFound))) => {
-                return Ok("ignored")
-            }
+            Err(TransactionalError::Aggregate(AggregateError::UserError(
+                AppointmentError::NotFound,
+            ))) => return Ok("ignored"),
             Err(TransactionalError::Aggregate(AggregateError::AggregateConflict))
                 if attempt < WEBHOOK_ATTEMPTS =>
             {

@@ -271,7 +271,9 @@ mod tests {
     use uuid::Uuid;
 
     fn at(raw: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(raw).unwrap().with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(raw)
+            .unwrap()
+            .with_timezone(&Utc)
     }
 
     fn slot(start: &str) -> TimeRange {
@@ -337,12 +339,24 @@ mod tests {
     async fn completed_appointment_cannot_be_cancelled() {
         let mut appointment = booked().await;
         let now = at("2026-03-02T09:01:00Z");
-        run(&mut appointment, AppointmentCommand::Start { actor: account(2), now })
-            .await
-            .unwrap();
-        run(&mut appointment, AppointmentCommand::Complete { actor: account(2), now })
-            .await
-            .unwrap();
+        run(
+            &mut appointment,
+            AppointmentCommand::Start {
+                actor: account(2),
+                now,
+            },
+        )
+        .await
+        .unwrap();
+        run(
+            &mut appointment,
+            AppointmentCommand::Complete {
+                actor: account(2),
+                now,
+            },
+        )
+        .await
+        .unwrap();
         let error = run(
             &mut appointment,
             AppointmentCommand::Cancel {

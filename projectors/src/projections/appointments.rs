@@ -71,7 +71,11 @@ impl Projection for AppointmentsProjection {
 
         let (statement, extra) = update_for(&payload)?;
         let mut parameters: Vec<&(dyn ToSql + Sync)> = vec![&appointment_id, &at];
-        parameters.extend(extra.iter().map(|value| value.as_ref() as &(dyn ToSql + Sync)));
+        parameters.extend(
+            extra
+                .iter()
+                .map(|value| value.as_ref() as &(dyn ToSql + Sync)),
+        );
         let changed = transaction.execute(statement, &parameters).await?;
         anyhow::ensure!(
             changed == 1,

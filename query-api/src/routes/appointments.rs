@@ -346,7 +346,10 @@ pub async fn doctor_schedule(
 /// Returns the first instants of `date` and of the next day in `zone`. Where a
 /// daylight-saving switch skips local midnight, the day starts at the first local time
 /// that exists.
-fn local_day(zone: DoctorTimeZone, date: NaiveDate) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
+fn local_day(
+    zone: DoctorTimeZone,
+    date: NaiveDate,
+) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
     let next = date
         .checked_add_days(Days::new(1))
         .ok_or_else(|| FieldError::new("date", "is out of range"))?;
