@@ -1,10 +1,15 @@
-//! `medflow-bench`: measures request latency of the query API under a constant request
-//! rate, with the read models seeded through the real relay and projectors.
+//! `medflow-bench`: load benchmarks of MedFlow against the real local stack. Each run
+//! seeds a fresh database through the command API, relay, Kafka and projectors, which
+//! all run in this process on free loopback ports.
 //!
 //! Run it with the release profile on the machine whose numbers you record:
-//! `cargo run --release -p medflow-bench -- directory`.
+//! `cargo build --release -p medflow-bench && target/release/medflow-bench all`.
 
+mod booking;
+mod broker;
+mod lag;
 mod load;
+mod reminders;
 mod seed;
 
 use std::time::Duration;
@@ -14,52 +19,168 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "medflow-bench",
-    about = "Load benchmarks of MedFlow's query API"
+    about = "Load benchmarks of MedFlow's query and command APIs"
 )]
 struct Cli {
     #[command(subcommand)]
     scenario: Scenario,
 
-    /// Requests per second to send.
+    /// Query requests per second for `directory` and `slots`.
     #[arg(long, default_value_t = 1000)]
     rate: u32,
 
-    /// Seconds of measured load, after a warm-up of a fifth of that.
+    /// Seconds of measured load per scenario, after a warm-up of a fifth of that.
     #[arg(long, default_value_t = 20)]
     seconds: u64,
 
     /// Verified doctors to seed.
     #[arg(long, default_value_t = 500)]
     doctors: usize,
+
+    /// Appointments to book through the command API before measuring.
+    #[arg(long, default_value_t = 20_000)]
+    appointments: usize,
+
+    /// Keep-alive connections the query load is sent over.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+
+    /// Patient sessions the query load rotates through. Every request updates its
+    /// session's row (`last_seen_at`), so one shared session would serialize them all.
+    #[arg(long, default_value_t = 64)]
+    sessions: usize,
+
+    /// Closed-loop workers of `booking-throughput`, and clients of its pgbench baseline.
+    #[arg(long, default_value_t = 16)]
+    workers: usize,
+
+    /// Commands per second of `projection-lag`.
+    #[arg(long, default_value_t = 200)]
+    command_rate: u32,
+
+    /// Doctor and patient pairs that `projection-lag` alternates its commands over.
+    #[arg(long, default_value_t = 32)]
+    lanes: usize,
+
+    /// Broker for the run: `memory` or `sqlite` start a private nisshi with that storage
+    /// engine, `shared` uses the stack's broker on 127.0.0.1:9092.
+    #[arg(long, value_enum, default_value_t = BrokerChoice::Memory)]
+    broker: BrokerChoice,
+
+    /// Reminders of `reminder-burst` that fall due within the same minute.
+    #[arg(long, default_value_t = 10_000)]
+    reminders: usize,
+
+    /// Patients the burst's reminders are addressed to.
+    #[arg(long, default_value_t = 200)]
+    reminder_patients: usize,
+
+    /// Sender workers of the reminder service in `reminder-burst`.
+    #[arg(long, default_value_t = 4)]
+    reminder_workers: usize,
 }
 
-#[derive(Subcommand, Clone, Copy)]
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
+enum BrokerChoice {
+    Memory,
+    Sqlite,
+    Shared,
+}
+
+impl BrokerChoice {
+    fn storage(self) -> Option<&'static str> {
+        match self {
+            BrokerChoice::Memory => Some("memory://nisshi/"),
+            BrokerChoice::Sqlite => Some("sqlite://broker.db"),
+            BrokerChoice::Shared => None,
+        }
+    }
+}
+
+#[derive(Subcommand, Clone, Copy, PartialEq, Eq)]
 enum Scenario {
-    /// `GET /doctors` pages of 20 verified doctors, each with its next available slot.
+    /// `GET /doctors` pages of 20 verified doctors, each with its next free slot.
     Directory,
-    /// `GET /doctors/{id}/slots` over 14 days for random verified doctors.
+    /// `GET /doctors/{id}/slots` over 14 days for doctors spread over the seeded ones.
     Slots,
-    /// Both, one after the other.
+    /// Both query scenarios, one after the other.
+    Queries,
+    /// Book + cancel pairs per second through the command API against a pgbench baseline.
+    BookingThroughput,
+    /// Time from a command's answer until the appointments projection applied it.
+    ProjectionLag,
+    /// Reminders falling due within one minute, sent over SMTP by the reminder service.
+    ReminderBurst,
+    /// Every scenario above on one seeded database.
     All,
 }
 
-#[actix_web::main]
+impl Scenario {
+    fn includes(self, other: Scenario) -> bool {
+        self == other
+            || self == Scenario::All
+            || (self == Scenario::Queries && matches!(other, Scenario::Directory | Scenario::Slots))
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let seeded = seed::seed(cli.doctors).await?;
-    let duration = Duration::from_secs(cli.seconds);
-    let run_directory = matches!(cli.scenario, Scenario::Directory | Scenario::All);
-    let run_slots = matches!(cli.scenario, Scenario::Slots | Scenario::All);
-    if run_directory {
-        let report = load::run(&seeded, load::Target::Directory, cli.rate, duration).await?;
-        println!(
-            "{}",
-            report.line("GET /doctors?limit=20 (next slot per doctor)")
-        );
+    // Logging costs CPU on every request, so the services log only when asked to.
+    if std::env::var_os("RUST_LOG").is_some() {
+        medflow_infra::telemetry::init("medflow-bench");
     }
-    if run_slots {
-        let report = load::run(&seeded, load::Target::Slots, cli.rate, duration).await?;
-        println!("{}", report.line("GET /doctors/{id}/slots over 14 days"));
+    let duration = Duration::from_secs(cli.seconds);
+    let scenario = cli.scenario;
+    let seeded = seed::seed(cli.doctors, cli.sessions, cli.broker.storage()).await?;
+    seed::seed_appointments(&seeded, cli.appointments).await?;
+
+    let mut results = Vec::new();
+    for target in [load::Target::Directory, load::Target::Slots] {
+        let wanted = match target {
+            load::Target::Directory => Scenario::Directory,
+            load::Target::Slots => Scenario::Slots,
+        };
+        if !scenario.includes(wanted) {
+            continue;
+        }
+        let report = load::run(&seeded, target, cli.rate, duration, cli.connections).await?;
+        let line = report.line(target.label());
+        println!("{line}");
+        results.push(line);
+    }
+    if scenario.includes(Scenario::BookingThroughput) {
+        let report = booking::run(&seeded, cli.workers, duration).await?;
+        let lines = report.lines();
+        println!("{lines}");
+        results.push(lines);
+    }
+    if scenario.includes(Scenario::ProjectionLag) {
+        let report = lag::run(&seeded, cli.command_rate, duration, cli.lanes, cli.workers).await?;
+        let lines = report.lines();
+        println!("{lines}");
+        results.push(lines);
+    }
+    if scenario.includes(Scenario::ReminderBurst) {
+        let report = reminders::run(
+            &seeded,
+            cli.reminders,
+            cli.reminder_patients,
+            cli.reminder_workers,
+        )
+        .await?;
+        let lines = report.lines();
+        println!("{lines}");
+        results.push(lines);
+    }
+    if results.len() > 1 {
+        println!(
+            "\nsummary ({} doctors, {} appointments seeded):",
+            cli.doctors, cli.appointments
+        );
+        for line in &results {
+            println!("{line}");
+        }
     }
     Ok(())
 }

@@ -5,6 +5,8 @@
 pub mod configuration;
 pub mod consistency;
 pub mod cursor;
+pub mod doctor_cache;
+pub mod notifications;
 pub mod openapi;
 pub mod routes;
 pub mod startup;

@@ -21,12 +21,15 @@ use crate::routes;
         routes::appointments::patient_appointments,
         routes::appointments::doctor_schedule,
         routes::appointments::admin_overview,
+        routes::notifications::list,
+        routes::notifications::stream,
     ),
     modifiers(&SessionAuth),
     tags(
         (name = "accounts", description = "The caller's own account"),
         (name = "doctors", description = "The doctor directory, slots and a doctor's own profile"),
         (name = "appointments", description = "A patient's appointments and a doctor's day"),
+        (name = "notifications", description = "The caller's in-app notifications, listed or streamed live"),
         (name = "admin", description = "Admin-only views"),
     )
 )]

@@ -16,10 +16,13 @@ use medflow_infra::sessions::{SessionPolicy, SessionStore};
 use medflow_infra::web::health::{self, Readiness};
 use medflow_infra::web::request_id::RequestIdHeader;
 use medflow_infra::web::{metrics, ApiError, MedflowRootSpan};
+use tokio_util::sync::CancellationToken;
 use tracing_actix_web::TracingLogger;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::doctor_cache::DoctorCache;
+use crate::notifications::NotificationHub;
 use crate::openapi::ApiDoc;
 use crate::state::{AppState, SharedState};
 use crate::{routes, QueryApiSettings};
@@ -27,6 +30,8 @@ use crate::{routes, QueryApiSettings};
 pub struct Application {
     pub port: u16,
     server: Server,
+    /// Stops the notification listener once the server has stopped.
+    shutdown: CancellationToken,
 }
 
 impl Application {
@@ -52,7 +57,13 @@ impl Application {
             booking_policy,
             object_store,
             audit: AuditLog::new(pool.clone()),
+            doctor_cache: DoctorCache::default(),
+            notifications: NotificationHub::default(),
         });
+        let shutdown = CancellationToken::new();
+        state
+            .notifications
+            .spawn_listener(settings.database.url.clone(), shutdown.clone());
 
         let registry = prometheus::Registry::new();
         let http_metrics = metrics::http_metrics("medflow_query_api", registry)?;
@@ -86,11 +97,17 @@ impl Application {
         })
         .listen(listener)?
         .run();
-        Ok(Self { port, server })
+        Ok(Self {
+            port,
+            server,
+            shutdown,
+        })
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let result = self.server.await;
+        self.shutdown.cancel();
+        result
     }
 }
 

@@ -7,6 +7,9 @@ use medflow_infra::clock::SharedClock;
 use medflow_infra::crypto::keys::KeyRing;
 use medflow_infra::object_store::ObjectStore;
 
+use crate::doctor_cache::DoctorCache;
+use crate::notifications::NotificationHub;
+
 pub struct AppState {
     pub pool: Pool,
     pub keys: KeyRing,
@@ -15,6 +18,8 @@ pub struct AppState {
     pub booking_policy: BookingPolicy,
     pub object_store: ObjectStore,
     pub audit: AuditLog,
+    pub doctor_cache: DoctorCache,
+    pub notifications: NotificationHub,
 }
 
 pub type SharedState = Arc<AppState>;

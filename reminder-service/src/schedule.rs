@@ -66,8 +66,15 @@ impl Projection for ReminderSchedule {
                 };
                 schedule(transaction, &booking, now).await?;
                 for recipient in [booking.patient, booking.doctor] {
-                    notify(transaction, recipient, "appointment_booked", &booking, event, now)
-                        .await?;
+                    notify(
+                        transaction,
+                        recipient,
+                        "appointment_booked",
+                        &booking,
+                        event,
+                        now,
+                    )
+                    .await?;
                 }
             }
             AppointmentEvent::AppointmentRescheduled { to, .. } => {
@@ -79,20 +86,33 @@ impl Projection for ReminderSchedule {
                 booking.slot = to;
                 schedule(transaction, &booking, now).await?;
                 for recipient in [booking.patient, booking.doctor] {
-                    notify(transaction, recipient, "appointment_rescheduled", &booking, event, now)
-                        .await?;
+                    notify(
+                        transaction,
+                        recipient,
+                        "appointment_rescheduled",
+                        &booking,
+                        event,
+                        now,
+                    )
+                    .await?;
                 }
             }
-            AppointmentEvent::AppointmentCancelled { cancelled_by, .. } => {
+            AppointmentEvent::AppointmentCancelled { .. } => {
                 close_pending(transaction, appointment_id, "cancelled", now).await?;
                 if let Some(booking) = current_booking(transaction, appointment_id).await? {
-                    // The party who cancelled already knows.
-                    let recipient = match cancelled_by {
-                        medflow_domain::appointment::Party::Patient => booking.doctor,
-                        medflow_domain::appointment::Party::Doctor => booking.patient,
-                    };
-                    notify(transaction, recipient, "appointment_cancelled", &booking, event, now)
+                    // Both parties hear of it: the one who cancelled may be signed in on
+                    // other devices whose views must update too.
+                    for recipient in [booking.patient, booking.doctor] {
+                        notify(
+                            transaction,
+                            recipient,
+                            "appointment_cancelled",
+                            &booking,
+                            event,
+                            now,
+                        )
                         .await?;
+                    }
                 }
             }
             AppointmentEvent::AppointmentStarted { .. }
@@ -199,7 +219,11 @@ async fn current_booking(
         sequence: row.get(0),
         patient: row.get(1),
         doctor: row.get(2),
-        slot: TimeRange::new("slot", start, start + medflow_domain::availability::slot_length())?,
+        slot: TimeRange::new(
+            "slot",
+            start,
+            start + medflow_domain::availability::slot_length(),
+        )?,
         doctor_time_zone: row.get(4),
     }))
 }
@@ -239,7 +263,14 @@ async fn notify(
                (notification_id, recipient_id, kind, appointment_id, payload, created_at)
              VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (notification_id) DO NOTHING",
-            &[&id, &recipient, &kind, &booking.appointment_id, &payload, &now],
+            &[
+                &id,
+                &recipient,
+                &kind,
+                &booking.appointment_id,
+                &payload,
+                &now,
+            ],
         )
         .await?;
     Ok(())

@@ -115,7 +115,13 @@ impl Sender {
         };
 
         if now >= claimed.start {
-            give_up(&transaction, &claimed, "not sent before the appointment started", now).await?;
+            give_up(
+                &transaction,
+                &claimed,
+                "not sent before the appointment started",
+                now,
+            )
+            .await?;
             transaction.commit().await?;
             self.metrics.failed.inc();
             tracing::warn!(
@@ -127,8 +133,17 @@ impl Sender {
             return Ok(Outcome::GivenUp);
         }
 
-        let Some(address) = self.patient_address(&transaction, claimed.patient_id).await? else {
-            give_up(&transaction, &claimed, "the patient has no readable e-mail address", now).await?;
+        let Some(address) = self
+            .patient_address(&transaction, claimed.patient_id)
+            .await?
+        else {
+            give_up(
+                &transaction,
+                &claimed,
+                "the patient has no readable e-mail address",
+                now,
+            )
+            .await?;
             transaction.commit().await?;
             self.metrics.failed.inc();
             tracing::warn!(
@@ -230,7 +245,10 @@ impl Sender {
     pub async fn refresh_pending(&self) -> anyhow::Result<()> {
         let client = self.pool.get().await?;
         let row = client
-            .query_one("SELECT count(*) FROM reminders WHERE status = 'pending'", &[])
+            .query_one(
+                "SELECT count(*) FROM reminders WHERE status = 'pending'",
+                &[],
+            )
             .await?;
         self.metrics.pending.set(row.get(0));
         Ok(())
@@ -274,7 +292,13 @@ async fn mark_sent(
                (notification_id, recipient_id, kind, appointment_id, payload, created_at)
              VALUES ($1, $2, 'appointment_reminder', $3, $4, $5)
              ON CONFLICT (notification_id) DO NOTHING",
-            &[&id, &claimed.patient_id, &claimed.appointment_id, &payload, &sent_at],
+            &[
+                &id,
+                &claimed.patient_id,
+                &claimed.appointment_id,
+                &payload,
+                &sent_at,
+            ],
         )
         .await?;
     Ok(())

@@ -51,7 +51,11 @@ pub struct ReminderSettings {
     pub frontend_base_url: String,
 
     /// Concurrent senders in this instance.
-    #[arg(long = "workers", env = "MEDFLOW_REMINDER_WORKERS", default_value_t = 4)]
+    #[arg(
+        long = "workers",
+        env = "MEDFLOW_REMINDER_WORKERS",
+        default_value_t = 4
+    )]
     pub workers: usize,
 
     /// Milliseconds an idle sender waits before looking for due reminders again.
@@ -73,7 +77,11 @@ pub struct ReminderSettings {
     pub clock_offset_secs: i64,
 
     /// How many times faster than real time the service's clock runs; 1 in production.
-    #[arg(long = "clock-speed", env = "MEDFLOW_CLOCK_SPEED", default_value_t = 1.0)]
+    #[arg(
+        long = "clock-speed",
+        env = "MEDFLOW_CLOCK_SPEED",
+        default_value_t = 1.0
+    )]
     pub clock_speed: f64,
 
     /// Fault injection for tests: abort the process right after SMTP accepted a

@@ -7,8 +7,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use medflow_command_api::CommandApiSettings;
 use medflow_infra::clock;
-use medflow_infra::video::LiveKitSettings;
 use medflow_infra::config::{BookingSettings, DatabaseSettings, KafkaSettings, KeySettings};
+use medflow_infra::video::LiveKitSettings;
 use medflow_projectors::framework::metrics::ProjectorMetrics;
 use medflow_query_api::QueryApiSettings;
 use medflow_relay::metrics::RelayMetrics;
@@ -108,7 +108,10 @@ impl TestEnv {
             ("MEDFLOW_MASTER_KEYS".into(), self.master_keys.clone()),
             ("MEDFLOW_INDEX_KEY".into(), self.index_key.clone()),
             ("MEDFLOW_LIVEKIT_API_KEY".into(), self.livekit_key.clone()),
-            ("MEDFLOW_LIVEKIT_API_SECRET".into(), self.livekit_secret.clone()),
+            (
+                "MEDFLOW_LIVEKIT_API_SECRET".into(),
+                self.livekit_secret.clone(),
+            ),
             ("MEDFLOW_LOG_FORMAT".into(), "pretty".into()),
             (
                 "MEDFLOW_S3_ACCESS_KEY".into(),

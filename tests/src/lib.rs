@@ -9,8 +9,8 @@ pub mod database;
 pub mod env;
 pub mod fixtures;
 pub mod kafka;
-pub mod mail;
 pub mod livekit;
+pub mod mail;
 pub mod process;
 pub mod wait;
 

@@ -10,6 +10,21 @@ fn web_url() -> String {
     format!("http://127.0.0.1:{port}")
 }
 
+/// Deletes every message the catcher holds. Only for benchmarks that fill it: tests
+/// share the catcher and must not clear each other's messages.
+pub async fn delete_all() -> anyhow::Result<()> {
+    let response = reqwest::Client::new()
+        .delete(format!("{}/api/email/all", web_url()))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "the mail catcher answered {} to deleting every message",
+        response.status()
+    );
+    Ok(())
+}
+
 /// Returns every message addressed to `address`, oldest first.
 pub async fn messages_to(address: &str) -> Vec<Value> {
     let client = reqwest::Client::builder()

@@ -90,7 +90,12 @@ impl Clinic {
             .collect()
     }
 
-    async fn book(&self, token: &str, doctor: AccountId, start: DateTime<Utc>) -> reqwest::Response {
+    async fn book(
+        &self,
+        token: &str,
+        doctor: AccountId,
+        start: DateTime<Utc>,
+    ) -> reqwest::Response {
         self.api
             .command_post(
                 token,
@@ -148,7 +153,12 @@ async fn fifty_requests_for_one_slot_book_once() {
     }
     let now = Utc::now();
     let slot = clinic
-        .slots(&patients[0].1, doctor, now + TimeDelta::days(2), now + TimeDelta::days(3))
+        .slots(
+            &patients[0].1,
+            doctor,
+            now + TimeDelta::days(2),
+            now + TimeDelta::days(3),
+        )
         .await[0];
 
     let responses = futures::future::join_all(
@@ -164,7 +174,11 @@ async fn fifty_requests_for_one_slot_book_once() {
             StatusCode::CREATED => created += 1,
             StatusCode::CONFLICT => {
                 let body = expect_problem(response, StatusCode::CONFLICT).await;
-                assert_eq!(problem_type(&body), "urn:medflow:problem:slot-taken", "{body}");
+                assert_eq!(
+                    problem_type(&body),
+                    "urn:medflow:problem:slot-taken",
+                    "{body}"
+                );
                 taken += 1;
             }
             other => panic!("unexpected status {other}"),
@@ -289,8 +303,11 @@ async fn random_concurrent_bookings_never_overlap() {
         match *status {
             StatusCode::CREATED => created += 1,
             StatusCode::CONFLICT => assert!(
-                ["urn:medflow:problem:slot-taken", "urn:medflow:problem:patient-overlap"]
-                    .contains(&problem_type(body)),
+                [
+                    "urn:medflow:problem:slot-taken",
+                    "urn:medflow:problem:patient-overlap"
+                ]
+                .contains(&problem_type(body)),
                 "{body}"
             ),
             other => panic!("unexpected status {other}: {body}"),
@@ -368,7 +385,12 @@ async fn booking_follows_the_availability_rule() {
         "the time off in the slot list",
         || async {
             let listed = clinic
-                .slots(&token, doctor, now - TimeDelta::hours(3), now + TimeDelta::days(1))
+                .slots(
+                    &token,
+                    doctor,
+                    now - TimeDelta::hours(3),
+                    now + TimeDelta::days(1),
+                )
                 .await;
             (!listed.contains(&inside_time_off)).then_some(listed)
         },
@@ -389,7 +411,11 @@ async fn booking_follows_the_availability_rule() {
         assert!(!listed.contains(&start), "{case}: listed");
         let response = clinic.book(&token, doctor, start).await;
         let body = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
-        assert_eq!(problem_type(&body), "urn:medflow:problem:slot-unavailable", "{case}: {body}");
+        assert_eq!(
+            problem_type(&body),
+            "urn:medflow:problem:slot-unavailable",
+            "{case}: {body}"
+        );
         assert_eq!(body["errors"][0]["field"], "start", "{case}: {body}");
     }
 
@@ -408,12 +434,20 @@ async fn unverified_and_suspended_doctors_cannot_be_booked() {
     let (_, token) = clinic.fixtures.patient().await;
     let now = Utc::now();
     let slot = clinic
-        .slots(&token, doctor, now + TimeDelta::days(2), now + TimeDelta::days(3))
+        .slots(
+            &token,
+            doctor,
+            now + TimeDelta::days(2),
+            now + TimeDelta::days(3),
+        )
         .await[0];
     clinic.fixtures.suspend(doctor).await;
     let response = clinic.book(&token, doctor, slot).await;
     let body = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
-    assert_eq!(problem_type(&body), "urn:medflow:problem:doctor-not-bookable");
+    assert_eq!(
+        problem_type(&body),
+        "urn:medflow:problem:doctor-not-bookable"
+    );
     assert_eq!(body["errors"][0]["field"], "doctor_id");
 
     // A doctor who only saved a draft profile.
@@ -421,11 +455,20 @@ async fn unverified_and_suspended_doctors_cannot_be_booked() {
     let details = clinic.fixtures.details(draft, "Drew Draft", "UTC").await;
     clinic
         .fixtures
-        .run_doctor(draft, DoctorCommand::UpdateProfile { doctor: draft, details })
+        .run_doctor(
+            draft,
+            DoctorCommand::UpdateProfile {
+                doctor: draft,
+                details,
+            },
+        )
         .await;
     let response = clinic.book(&token, draft, slot).await;
     let body = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
-    assert_eq!(problem_type(&body), "urn:medflow:problem:doctor-not-bookable");
+    assert_eq!(
+        problem_type(&body),
+        "urn:medflow:problem:doctor-not-bookable"
+    );
 
     // An id without a doctor profile.
     let response = clinic.book(&token, AccountId(Uuid::new_v4()), slot).await;
@@ -437,14 +480,29 @@ async fn booking_rejects_bad_input() {
     let clinic = Clinic::start().await;
     let (_, token) = clinic.fixtures.patient().await;
     let cases = [
-        (json!({ "doctor_id": "nope", "start": "2030-01-01T09:00:00Z" }), "doctor_id"),
-        (json!({ "doctor_id": Uuid::new_v4().to_string(), "start": "tomorrow" }), "start"),
-        (json!({ "doctor_id": Uuid::new_v4().to_string(), "start": "2030-01-01T25:00:00Z" }), "start"),
+        (
+            json!({ "doctor_id": "nope", "start": "2030-01-01T09:00:00Z" }),
+            "doctor_id",
+        ),
+        (
+            json!({ "doctor_id": Uuid::new_v4().to_string(), "start": "tomorrow" }),
+            "start",
+        ),
+        (
+            json!({ "doctor_id": Uuid::new_v4().to_string(), "start": "2030-01-01T25:00:00Z" }),
+            "start",
+        ),
         (json!({ "doctor_id": Uuid::new_v4().to_string() }), "start"),
-        (json!({ "doctor_id": 7, "start": "2030-01-01T09:00:00Z" }), "doctor_id"),
+        (
+            json!({ "doctor_id": 7, "start": "2030-01-01T09:00:00Z" }),
+            "doctor_id",
+        ),
     ];
     for (body, field) in cases {
-        let response = clinic.api.command_post(&token, "/appointments", body.clone()).await;
+        let response = clinic
+            .api
+            .command_post(&token, "/appointments", body.clone())
+            .await;
         let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
         let fields: Vec<&str> = problem["errors"]
             .as_array()
@@ -477,7 +535,12 @@ async fn reschedule_into_taken_slot_changes_nothing() {
     let (_, bob) = clinic.fixtures.patient().await;
     let now = Utc::now();
     let slots = clinic
-        .slots(&alice, doctor, now + TimeDelta::days(2), now + TimeDelta::days(3))
+        .slots(
+            &alice,
+            doctor,
+            now + TimeDelta::days(2),
+            now + TimeDelta::days(3),
+        )
         .await;
     let booked = clinic.book_ok(&alice, doctor, slots[0]).await;
     clinic.book_ok(&bob, doctor, slots[1]).await;
@@ -553,7 +616,12 @@ async fn illegal_transitions_are_rejected() {
     };
 
     // Too early to start, a stranger cannot cancel, and a patient cannot start.
-    let response = post(&doctor_token, format!("/appointments/{first_id}/start"), json!({})).await;
+    let response = post(
+        &doctor_token,
+        format!("/appointments/{first_id}/start"),
+        json!({}),
+    )
+    .await;
     let body = expect_problem(response, StatusCode::CONFLICT).await;
     assert_eq!(problem_type(&body), "urn:medflow:problem:too-early");
     let response = post(
@@ -568,9 +636,19 @@ async fn illegal_transitions_are_rejected() {
 
     // Start and complete the first, then try to cancel it.
     clock.advance(Duration::from_secs(2 * 3600 - 300));
-    let response = post(&doctor_token, format!("/appointments/{first_id}/start"), json!({})).await;
+    let response = post(
+        &doctor_token,
+        format!("/appointments/{first_id}/start"),
+        json!({}),
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let response = post(&doctor_token, format!("/appointments/{first_id}/completion"), json!({})).await;
+    let response = post(
+        &doctor_token,
+        format!("/appointments/{first_id}/completion"),
+        json!({}),
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     let response = post(
         &token,
@@ -579,8 +657,14 @@ async fn illegal_transitions_are_rejected() {
     )
     .await;
     let body = expect_problem(response, StatusCode::CONFLICT).await;
-    assert_eq!(problem_type(&body), "urn:medflow:problem:invalid-transition");
-    assert!(body["detail"].as_str().unwrap().contains("completed"), "{body}");
+    assert_eq!(
+        problem_type(&body),
+        "urn:medflow:problem:invalid-transition"
+    );
+    assert!(
+        body["detail"].as_str().unwrap().contains("completed"),
+        "{body}"
+    );
 
     // Cancel the second, then try to start it.
     let response = post(
@@ -592,9 +676,17 @@ async fn illegal_transitions_are_rejected() {
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     let cancelled: Value = response.json().await.unwrap();
     clock.advance(Duration::from_secs(2 * 3600));
-    let response = post(&doctor_token, format!("/appointments/{second_id}/start"), json!({})).await;
+    let response = post(
+        &doctor_token,
+        format!("/appointments/{second_id}/start"),
+        json!({}),
+    )
+    .await;
     let body = expect_problem(response, StatusCode::CONFLICT).await;
-    assert_eq!(problem_type(&body), "urn:medflow:problem:invalid-transition");
+    assert_eq!(
+        problem_type(&body),
+        "urn:medflow:problem:invalid-transition"
+    );
 
     // The patient reads the reason; it is not in the event store in clear.
     let view = clinic
@@ -638,7 +730,12 @@ async fn time_off_reports_bookings_and_cancels_none() {
     let (_, token) = clinic.fixtures.patient().await;
     let now = Utc::now();
     let slots = clinic
-        .slots(&token, doctor, now + TimeDelta::days(2), now + TimeDelta::days(3))
+        .slots(
+            &token,
+            doctor,
+            now + TimeDelta::days(2),
+            now + TimeDelta::days(3),
+        )
         .await;
     let booked = clinic.book_ok(&token, doctor, slots[1]).await;
 
@@ -652,7 +749,10 @@ async fn time_off_reports_bookings_and_cancels_none() {
         .await;
     assert_eq!(response.status(), StatusCode::CREATED);
     let body: Value = response.json().await.unwrap();
-    assert_eq!(body["affected_appointments"], json!([booked["appointment_id"]]));
+    assert_eq!(
+        body["affected_appointments"],
+        json!([booked["appointment_id"]])
+    );
     let view = clinic.appointment(&token, &booked).await;
     assert_eq!(view["status"], "booked");
 
@@ -673,7 +773,12 @@ async fn zone_change_keeps_booked_instants() {
     let (_, token) = clinic.fixtures.patient().await;
     let now = Utc::now();
     let slots = clinic
-        .slots(&token, doctor, now + TimeDelta::days(2), now + TimeDelta::days(3))
+        .slots(
+            &token,
+            doctor,
+            now + TimeDelta::days(2),
+            now + TimeDelta::days(3),
+        )
         .await;
     let booked = clinic.book_ok(&token, doctor, slots[0]).await;
 
@@ -697,7 +802,13 @@ async fn zone_change_keeps_booked_instants() {
                 rfc3339(now + TimeDelta::days(2)),
                 rfc3339(now + TimeDelta::days(3))
             );
-            let body: Value = clinic.api.query_get(&token, &path).await.json().await.unwrap();
+            let body: Value = clinic
+                .api
+                .query_get(&token, &path)
+                .await
+                .json()
+                .await
+                .unwrap();
             (body["time_zone"] == "America/New_York").then_some(body)
         },
     )
@@ -736,7 +847,10 @@ async fn read_models_show_bookings() {
     assert_eq!(after.len(), slots.len() - 2);
 
     // The patient's list, earliest first.
-    let response = clinic.api.query_get(&token, "/patients/me/appointments").await;
+    let response = clinic
+        .api
+        .query_get(&token, "/patients/me/appointments")
+        .await;
     let list: Value = response.json().await.unwrap();
     let ids: Vec<&str> = list["appointments"]
         .as_array()
@@ -746,7 +860,10 @@ async fn read_models_show_bookings() {
         .collect();
     assert_eq!(
         ids,
-        [first["appointment_id"].as_str().unwrap(), second["appointment_id"].as_str().unwrap()]
+        [
+            first["appointment_id"].as_str().unwrap(),
+            second["appointment_id"].as_str().unwrap()
+        ]
     );
     assert_eq!(list["appointments"][0]["patient_id"], patient.to_string());
 
@@ -756,12 +873,18 @@ async fn read_models_show_bookings() {
         .date_naive();
     let response = clinic
         .api
-        .query_get(&doctor_token, &format!("/doctors/me/schedule?date={local_date}"))
+        .query_get(
+            &doctor_token,
+            &format!("/doctors/me/schedule?date={local_date}"),
+        )
         .await;
     assert_eq!(response.status(), StatusCode::OK);
     let day: Value = response.json().await.unwrap();
     assert_eq!(day["time_zone"], "Asia/Kolkata");
-    assert_eq!(day["appointments"][0]["appointment_id"], first["appointment_id"]);
+    assert_eq!(
+        day["appointments"][0]["appointment_id"],
+        first["appointment_id"]
+    );
 
     // Bad schedule dates are named.
     let response = clinic
@@ -777,7 +900,10 @@ async fn read_models_show_bookings() {
         .api
         .query_get(
             &stranger,
-            &format!("/appointments/{}", first["appointment_id"].as_str().unwrap()),
+            &format!(
+                "/appointments/{}",
+                first["appointment_id"].as_str().unwrap()
+            ),
         )
         .await;
     expect_problem(response, StatusCode::NOT_FOUND).await;
@@ -791,7 +917,11 @@ async fn read_models_show_bookings() {
         .api
         .query_get(
             &admin,
-            &format!("/admin/appointments/overview?from={}&to={}", rfc3339(from), rfc3339(to)),
+            &format!(
+                "/admin/appointments/overview?from={}&to={}",
+                rfc3339(from),
+                rfc3339(to)
+            ),
         )
         .await;
     let overview: Value = response.json().await.unwrap();

@@ -10,6 +10,8 @@ use std::time::Duration;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use medflow_domain::values::AccountId;
 use medflow_infra::clock::ManualClock;
+use medflow_infra::kafka;
+use medflow_projectors::framework::group_id;
 use medflow_reminder_service::schedule::ReminderSchedule;
 use medflow_tests::api::{unique_email, Api};
 use medflow_tests::fixtures::{every_day, Fixtures};
@@ -17,6 +19,8 @@ use medflow_tests::mail::{messages_to, wait_for_messages};
 use medflow_tests::process::ServiceProcess;
 use medflow_tests::wait::eventually;
 use medflow_tests::TestEnv;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
@@ -61,7 +65,9 @@ impl Office {
     /// Registers a patient who has an e-mail address; returns it with a session token.
     async fn patient(&self) -> (String, String) {
         let email = unique_email("reminder.patient");
-        self.api.register_ok("patient", &email, "Rita Reminder").await;
+        self.api
+            .register_ok("patient", &email, "Rita Reminder")
+            .await;
         let token = self.api.login_ok(&email).await.token;
         (email, token)
     }
@@ -89,7 +95,11 @@ impl Office {
     /// Waits until the schedule holds `count` rows in `status` for the appointment.
     async fn wait_rows(&self, appointment: &Value, status: &str, count: i64) {
         let client = self.env.owner_client().await;
-        let id: uuid::Uuid = appointment["appointment_id"].as_str().unwrap().parse().unwrap();
+        let id: uuid::Uuid = appointment["appointment_id"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         eventually(Duration::from_secs(30), "the reminder schedule", || async {
             let found: i64 = client
                 .query_one(
@@ -126,7 +136,9 @@ async fn three_days_ahead_sends_three_reminders_on_time() {
     office.wait_rows(&booked, "pending", 3).await;
 
     // Nothing before the first due time.
-    office.clock.set(start - TimeDelta::hours(24) - TimeDelta::minutes(1));
+    office
+        .clock
+        .set(start - TimeDelta::hours(24) - TimeDelta::minutes(1));
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert!(messages_to(&email).await.is_empty());
 
@@ -158,6 +170,31 @@ async fn three_days_ahead_sends_three_reminders_on_time() {
     assert_eq!(ids.len(), 3);
     assert!(ids.iter().all(|id| id.starts_with("<reminder.")), "{ids:?}");
     office.wait_rows(&booked, "sent", 3).await;
+
+    // Each reminder is also an in-app notification for the patient.
+    let list: Value = office
+        .api
+        .query_get(&token, "/notifications")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let reminders: Vec<&Value> = list["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|notification| notification["kind"] == "appointment_reminder")
+        .collect();
+    assert_eq!(reminders.len(), 3, "{list}");
+    let mut minutes: Vec<i64> = reminders
+        .iter()
+        .map(|notification| notification["payload"]["minutes_before"].as_i64().unwrap())
+        .collect();
+    minutes.sort();
+    assert_eq!(minutes, [15, 120, 1440]);
+    assert!(reminders
+        .iter()
+        .all(|notification| notification["appointment_id"] == booked["appointment_id"]));
 }
 
 #[tokio::test]
@@ -170,9 +207,13 @@ async fn booking_twenty_hours_ahead_skips_the_day_before() {
     office.wait_rows(&booked, "skipped", 1).await;
     office.wait_rows(&booked, "pending", 2).await;
 
-    office.clock.set(start - TimeDelta::hours(2) + TimeDelta::seconds(1));
+    office
+        .clock
+        .set(start - TimeDelta::hours(2) + TimeDelta::seconds(1));
     wait_for_messages(&email, 1, MAIL_TIMEOUT).await;
-    office.clock.set(start - TimeDelta::minutes(15) + TimeDelta::seconds(1));
+    office
+        .clock
+        .set(start - TimeDelta::minutes(15) + TimeDelta::seconds(1));
     let messages = wait_for_messages(&email, 2, MAIL_TIMEOUT).await;
     assert!(subject(&messages[0]).ends_with("2 hours"));
     assert!(subject(&messages[1]).ends_with("15 minutes"));
@@ -268,6 +309,135 @@ async fn redelivered_booking_schedules_nothing_new() {
     assert_eq!(total, 3);
 }
 
+/// Commits offset 0 on every partition of `topic` for `group`, as an operator's offset
+/// reset would. Retried until the group's last member has left and the commit is taken.
+async fn reset_group_to_start(env: &TestEnv, group: &str, topic: &str) {
+    let settings = env.kafka_settings();
+    let group = group.to_owned();
+    let topic = topic.to_owned();
+    eventually(Duration::from_secs(30), "an offset reset", || {
+        let settings = settings.clone();
+        let group = group.clone();
+        let topic = topic.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let consumer: BaseConsumer =
+                    kafka::consumer_config(&settings, &group).create().ok()?;
+                let metadata = consumer
+                    .fetch_metadata(Some(&topic), Duration::from_secs(5))
+                    .ok()?;
+                let mut start = TopicPartitionList::new();
+                for partition in metadata.topics().first()?.partitions() {
+                    start
+                        .add_partition_offset(&topic, partition.id(), Offset::Offset(0))
+                        .ok()?;
+                }
+                consumer.commit(&start, CommitMode::Sync).ok()
+            })
+            .await
+            .unwrap()
+        }
+    })
+    .await;
+}
+
+/// Returns the group's committed offset and the end of the log, summed over partitions.
+async fn committed_and_end(env: &TestEnv, group: &str, topic: &str) -> (i64, i64) {
+    let settings = env.kafka_settings();
+    let group = group.to_owned();
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = kafka::consumer_config(&settings, &group).create().unwrap();
+        let metadata = consumer
+            .fetch_metadata(Some(&topic), Duration::from_secs(5))
+            .unwrap();
+        let mut partitions = TopicPartitionList::new();
+        let mut end = 0;
+        for partition in metadata.topics()[0].partitions() {
+            partitions.add_partition(&topic, partition.id());
+            end += consumer
+                .fetch_watermarks(&topic, partition.id(), Duration::from_secs(5))
+                .unwrap()
+                .1;
+        }
+        let committed = consumer
+            .committed_offsets(partitions, Duration::from_secs(5))
+            .unwrap()
+            .elements()
+            .iter()
+            .map(|element| element.offset().to_raw().unwrap_or(0).max(0))
+            .sum();
+        (committed, end)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn consumer_offset_reset_schedules_and_sends_nothing_new() {
+    let office = office().await;
+    let (email, token) = office.patient().await;
+    let start = slot_after(TimeDelta::hours(20));
+    let booked = office.book(&token, start).await;
+    let service = office.start_reminders();
+    office.wait_rows(&booked, "pending", 2).await;
+    office
+        .clock
+        .set(start - TimeDelta::hours(2) + TimeDelta::seconds(1));
+    wait_for_messages(&email, 1, MAIL_TIMEOUT).await;
+    office.wait_rows(&booked, "pending", 1).await;
+
+    // Stop the service, rewind its consumer group to the start of the log and restart:
+    // the booking is delivered again.
+    service.cancel();
+    let settings = office.env.kafka_settings();
+    let group = group_id(&settings, "reminders");
+    let topic = kafka::topic_for(&settings, "appointment");
+    reset_group_to_start(&office.env, &group, &topic).await;
+    let (committed, end) = committed_and_end(&office.env, &group, &topic).await;
+    assert_eq!(committed, 0, "the reset did not take");
+    assert!(end > 0);
+    office.start_reminders();
+    eventually(
+        Duration::from_secs(60),
+        "the rewound group to consume again",
+        || async {
+            let (committed, end) = committed_and_end(&office.env, &group, &topic).await;
+            (committed == end).then_some(())
+        },
+    )
+    .await;
+
+    let client = office.env.owner_client().await;
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM reminders", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // The 24-hour reminder was skipped (due before the booking), the other two scheduled.
+    assert_eq!(rows, 3, "the redelivered booking added reminders");
+    office.wait_rows(&booked, "sent", 1).await;
+    office
+        .clock
+        .set(start - TimeDelta::minutes(15) + TimeDelta::seconds(1));
+    wait_for_messages(&email, 2, MAIL_TIMEOUT).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let messages = messages_to(&email).await;
+    assert_eq!(messages.len(), 2, "a reminder was sent twice");
+    let notifications: i64 = client
+        .query_one(
+            "SELECT count(*) FROM notifications WHERE kind = 'appointment_booked'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        notifications, 2,
+        "one booking notification each for patient and doctor"
+    );
+}
+
 #[tokio::test]
 async fn two_instances_send_each_reminder_once() {
     let office = office().await;
@@ -281,14 +451,21 @@ async fn two_instances_send_each_reminder_once() {
     office.start_reminders();
     office.start_reminders();
     let client = office.env.owner_client().await;
-    eventually(Duration::from_secs(40), "24 scheduled reminders", || async {
-        let rows: i64 = client
-            .query_one("SELECT count(*) FROM reminders WHERE status = 'pending'", &[])
-            .await
-            .unwrap()
-            .get(0);
-        (rows == 24).then_some(())
-    })
+    eventually(
+        Duration::from_secs(40),
+        "24 scheduled reminders",
+        || async {
+            let rows: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM reminders WHERE status = 'pending'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            (rows == 24).then_some(())
+        },
+    )
     .await;
 
     // Due now: the eight 24-hour reminders, and the 2-hour reminders of the four
@@ -338,10 +515,14 @@ async fn smtp_outage_delays_reminders_until_it_ends() {
     let port = smtp_proxy(up.clone()).await;
     let mut settings = office.env.reminder_settings();
     settings.smtp_url = format!("smtp://127.0.0.1:{port}");
-    office.env.start_reminders_with(settings, office.clock.clone());
+    office
+        .env
+        .start_reminders_with(settings, office.clock.clone());
     office.wait_rows(&booked, "pending", 3).await;
 
-    office.clock.set(start - TimeDelta::hours(24) + TimeDelta::seconds(1));
+    office
+        .clock
+        .set(start - TimeDelta::hours(24) + TimeDelta::seconds(1));
     let client = office.env.owner_client().await;
     let id: uuid::Uuid = booked["appointment_id"].as_str().unwrap().parse().unwrap();
     eventually(Duration::from_secs(20), "a failed attempt", || async {
@@ -376,7 +557,9 @@ async fn reminders_still_unsent_at_the_start_are_given_up() {
     let port = smtp_proxy(up).await;
     let mut settings = office.env.reminder_settings();
     settings.smtp_url = format!("smtp://127.0.0.1:{port}");
-    office.env.start_reminders_with(settings, office.clock.clone());
+    office
+        .env
+        .start_reminders_with(settings, office.clock.clone());
     office.wait_rows(&booked, "pending", 3).await;
 
     office.clock.set(start + TimeDelta::minutes(1));
@@ -430,7 +613,10 @@ async fn crash_between_smtp_and_commit_resends_once() {
     wait_for_messages(&email, 1, Duration::from_secs(40)).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while service.is_running() {
-        assert!(std::time::Instant::now() < deadline, "the service did not abort");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the service did not abort"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     office.wait_rows(&booked, "pending", 3).await;

@@ -61,19 +61,16 @@ async fn consultation() -> Consultation {
         rfc3339(now),
         rfc3339(now + TimeDelta::hours(6))
     );
-    let slots: Value = medflow_tests::wait::eventually(
-        Duration::from_secs(30),
-        "the doctor's slots",
-        || async {
+    let slots: Value =
+        medflow_tests::wait::eventually(Duration::from_secs(30), "the doctor's slots", || async {
             let response = api.query_get(&patient_token, &path).await;
             if response.status() == StatusCode::OK {
                 Some(response.json::<Value>().await.unwrap())
             } else {
                 None
             }
-        },
-    )
-    .await;
+        })
+        .await;
     let start = slots["slots"][0]["start"].as_str().unwrap().to_owned();
     let response = api
         .command_post(
@@ -92,7 +89,9 @@ async fn consultation() -> Consultation {
         doctor_token,
         patient_token,
         appointment_id: booked["appointment_id"].as_str().unwrap().parse().unwrap(),
-        start: DateTime::parse_from_rfc3339(&start).unwrap().with_timezone(&Utc),
+        start: DateTime::parse_from_rfc3339(&start)
+            .unwrap()
+            .with_timezone(&Utc),
     }
 }
 
@@ -113,7 +112,10 @@ async fn tokens_pass_the_livekit_sdk_with_narrow_grants() {
     let room = VideoTokenIssuer::room_name(visit.appointment_id);
     let window_end = visit.start + TimeDelta::minutes(30 + 15);
 
-    for (token, identity) in [(&visit.patient_token, "patient"), (&visit.doctor_token, "doctor")] {
+    for (token, identity) in [
+        (&visit.patient_token, "patient"),
+        (&visit.doctor_token, "doctor"),
+    ] {
         let response = request_token(&visit.api, token, visit.appointment_id).await;
         assert_eq!(response.status(), StatusCode::CREATED);
         let access: Value = response.json().await.unwrap();
@@ -128,7 +130,16 @@ async fn tokens_pass_the_livekit_sdk_with_narrow_grants() {
         let video = &claims["video"];
         assert_eq!(video["room"], room);
         assert_eq!(video["roomJoin"], true);
-        for grant in ["roomCreate", "roomList", "roomAdmin", "roomRecord", "ingressAdmin", "hidden", "recorder", "agent"] {
+        for grant in [
+            "roomCreate",
+            "roomList",
+            "roomAdmin",
+            "roomRecord",
+            "ingressAdmin",
+            "hidden",
+            "recorder",
+            "agent",
+        ] {
             assert_ne!(video[grant], true, "{grant} granted: {claims}");
         }
         let text = claims.to_string();
@@ -180,7 +191,10 @@ async fn tokens_rejected_outside_window_or_party() {
         &visit.env.livekit_secret,
     )
     .unwrap();
-    assert_ne!(claims["video"]["room"], VideoTokenIssuer::room_name(later_id));
+    assert_ne!(
+        claims["video"]["room"],
+        VideoTokenIssuer::room_name(later_id)
+    );
 
     // A third user gets the same 404 as for a missing appointment.
     let (_, stranger) = visit.fixtures.patient().await;
@@ -282,7 +296,12 @@ async fn signed_webhooks_are_recorded_once() {
     for response in deliveries {
         assert_eq!(response.status(), StatusCode::OK);
     }
-    let response = deliver(&visit.api, &started, Some(&sign_webhook_with_sdk(&started, &key, &secret).unwrap())).await;
+    let response = deliver(
+        &visit.api,
+        &started,
+        Some(&sign_webhook_with_sdk(&started, &key, &secret).unwrap()),
+    )
+    .await;
     let receipt: Value = response.json().await.unwrap();
     assert_eq!(receipt["outcome"], "duplicate");
 
@@ -339,7 +358,9 @@ async fn forged_webhooks_are_rejected() {
             "{case}: the secret leaked"
         );
     }
-    assert!(video_events(&visit.env, visit.appointment_id).await.is_empty());
+    assert!(video_events(&visit.env, visit.appointment_id)
+        .await
+        .is_empty());
 }
 
 fn base64_url(bytes: &[u8]) -> String {

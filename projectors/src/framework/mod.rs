@@ -8,7 +8,7 @@ mod runner;
 
 pub use apply::{apply_event, Applied};
 pub use rebuild::rebuild;
-pub use runner::run;
+pub use runner::{group_id, run};
 
 use async_trait::async_trait;
 use medflow_infra::events::StoredEvent;

@@ -116,21 +116,103 @@ impl DoctorRow {
 
     /// Rebuilds the schedule the slots come from.
     pub fn schedule(&self) -> Result<DoctorSchedule, ApiError> {
-        let time_zone =
-            DoctorTimeZone::parse("time_zone", &self.time_zone).map_err(ApiError::internal)?;
         let weekly: WeeklyAvailability =
             serde_json::from_value(self.weekly.clone()).map_err(ApiError::internal)?;
-        let time_off = self
-            .time_off
-            .iter()
-            .map(|entry| TimeRange::new("time_off", entry.start, entry.end))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(ApiError::internal)?;
-        Ok(DoctorSchedule {
-            time_zone,
-            weekly,
-            time_off,
-        })
+        build_schedule(&self.time_zone, weekly, &self.time_off)
+    }
+}
+
+fn build_schedule(
+    time_zone: &str,
+    weekly: WeeklyAvailability,
+    time_off: &[TimeOffEntry],
+) -> Result<DoctorSchedule, ApiError> {
+    let time_zone = DoctorTimeZone::parse("time_zone", time_zone).map_err(ApiError::internal)?;
+    let time_off = time_off
+        .iter()
+        .map(|entry| TimeRange::new("time_off", entry.start, entry.end))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ApiError::internal)?;
+    Ok(DoctorSchedule {
+        time_zone,
+        weekly,
+        time_off,
+    })
+}
+
+/// The columns a doctor's slots depend on, with the JSON columns as the text PostgreSQL
+/// prints for them, so that an unchanged schedule is recognized without parsing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleColumns {
+    pub time_zone: String,
+    pub weekly_availability: String,
+    pub time_off: String,
+}
+
+/// SQL that selects the [`ScheduleColumns`], in this order.
+pub const SCHEDULE_COLUMNS: &str = "time_zone, weekly_availability::text, time_off::text";
+
+impl ScheduleColumns {
+    /// Reads the three columns starting at index `first`.
+    pub fn from_row(row: &tokio_postgres::Row, first: usize) -> Self {
+        Self {
+            time_zone: row.get(first),
+            weekly_availability: row.get(first + 1),
+            time_off: row.get(first + 2),
+        }
+    }
+
+    /// Parses the schedule the slots come from.
+    pub fn schedule(&self) -> Result<DoctorSchedule, ApiError> {
+        let weekly: WeeklyAvailability =
+            serde_json::from_str(&self.weekly_availability).map_err(ApiError::internal)?;
+        let time_off: Vec<TimeOffEntry> =
+            serde_json::from_str(&self.time_off).map_err(ApiError::internal)?;
+        build_schedule(&self.time_zone, weekly, &time_off)
+    }
+}
+
+/// Columns selected for a [`DirectoryRow`], in this order.
+pub const DIRECTORY_COLUMNS: &str =
+    "doctor_id, specialty, display_name, biography, languages, verified_at, \
+     time_zone, weekly_availability::text, time_off::text";
+
+/// The part of a `doctor_profiles` row that the directory shows, still sealed.
+pub struct DirectoryRow {
+    pub doctor_id: Uuid,
+    pub specialty: String,
+    display_name: serde_json::Value,
+    biography: serde_json::Value,
+    pub languages: Vec<String>,
+    pub verified_at: Option<DateTime<Utc>>,
+    pub schedule: ScheduleColumns,
+}
+
+impl DirectoryRow {
+    pub fn from_row(row: &tokio_postgres::Row) -> Self {
+        Self {
+            doctor_id: row.get(0),
+            specialty: row.get(1),
+            display_name: row.get(2),
+            biography: row.get(3),
+            languages: row.get(4),
+            verified_at: row.get(5),
+            schedule: ScheduleColumns::from_row(row, 6),
+        }
+    }
+
+    pub async fn display_name(&self, keys: &KeyRing) -> Result<Option<String>, ApiError> {
+        open(
+            keys,
+            self.doctor_id,
+            "doctor_display_name",
+            self.display_name.clone(),
+        )
+        .await
+    }
+
+    pub async fn biography(&self, keys: &KeyRing) -> Result<Option<String>, ApiError> {
+        open(keys, self.doctor_id, "biography", self.biography.clone()).await
     }
 }
 

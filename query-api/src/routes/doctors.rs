@@ -1,6 +1,8 @@
 //! The doctor directory, slot listing and the doctor's own profile, from the `doctors`
 //! projection.
 
+use std::sync::Arc;
+
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use medflow_domain::availability::{RawWindow, Slot, SlotList};
@@ -16,10 +18,14 @@ use tokio_postgres::types::ToSql;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::bookings::booked_ranges;
-use super::doctor_views::{next_available_slot, DoctorRow, TimeOffEntry, DOCTOR_COLUMNS};
+use super::bookings::{booked_ranges, booked_ranges_until};
+use super::doctor_views::{
+    DirectoryRow, DoctorRow, ScheduleColumns, TimeOffEntry, DIRECTORY_COLUMNS, DOCTOR_COLUMNS,
+    SCHEDULE_COLUMNS,
+};
 use crate::consistency::{wait_for, WaitParams};
 use crate::cursor;
+use crate::doctor_cache::{CachedDoctor, NextSlotLookup};
 use crate::state::SharedState;
 
 const PROJECTION: &str = "doctors";
@@ -109,7 +115,7 @@ pub async fn directory(
     }
     values.push(Box::new(filter.limit + 1));
     let query = format!(
-        "SELECT {DOCTOR_COLUMNS} FROM doctor_profiles WHERE {} ORDER BY verified_at, doctor_id LIMIT ${}",
+        "SELECT {DIRECTORY_COLUMNS} FROM doctor_profiles WHERE {} ORDER BY verified_at, doctor_id LIMIT ${}",
         conditions.join(" AND "),
         values.len()
     );
@@ -118,30 +124,75 @@ pub async fn directory(
         .iter()
         .map(|value| value.as_ref() as &(dyn ToSql + Sync))
         .collect();
+    // Each combination of filters is one statement, prepared once per connection.
+    let statement = client
+        .prepare_cached(&query)
+        .await
+        .map_err(ApiError::internal)?;
     let rows = client
-        .query(&query, &parameters)
+        .query(&statement, &parameters)
         .await
         .map_err(ApiError::internal)?;
 
     let has_more = rows.len() as i64 > filter.limit;
-    let page: Vec<DoctorRow> = rows
+    let page: Vec<DirectoryRow> = rows
         .iter()
         .take(filter.limit as usize)
-        .map(DoctorRow::from_row)
-        .collect::<Result<_, _>>()?;
+        .map(DirectoryRow::from_row)
+        .collect();
     let now = state.clock.now();
+    let policy = &state.booking_policy;
+    let horizon_end = now + policy.horizon();
+    let cached: Vec<Arc<CachedDoctor>> = page
+        .iter()
+        .map(|doctor| state.doctor_cache.get(doctor.doctor_id, &doctor.schedule))
+        .collect::<Result<_, _>>()?;
+    // A doctor whose kept next slot may still hold needs only the bookings before it.
     let ids: Vec<Uuid> = page.iter().map(|doctor| doctor.doctor_id).collect();
-    let booked = booked_ranges(&client, &ids, now, now + state.booking_policy.horizon()).await?;
+    let until: Vec<DateTime<Utc>> = cached
+        .iter()
+        .map(|entry| {
+            entry
+                .booked_needed_until(now, policy)
+                .unwrap_or(horizon_end)
+        })
+        .collect();
+    let booked = booked_ranges_until(&client, &ids, &until, now).await?;
+    let mut next_slots = Vec::with_capacity(page.len());
+    let mut again = Vec::new();
+    for (index, entry) in cached.iter().enumerate() {
+        let doctor_booked = booked.get(&ids[index]).map_or(&[][..], Vec::as_slice);
+        match entry.next_available_slot(doctor_booked, until[index], now, policy)? {
+            NextSlotLookup::Found(slot) => next_slots.push(slot),
+            NextSlotLookup::NeedsWholeHorizon => {
+                next_slots.push(None);
+                again.push(index);
+            }
+        }
+    }
+    if !again.is_empty() {
+        let again_ids: Vec<Uuid> = again.iter().map(|index| ids[*index]).collect();
+        let booked = booked_ranges(&client, &again_ids, now, horizon_end).await?;
+        for index in again {
+            let doctor_booked = booked.get(&ids[index]).map_or(&[][..], Vec::as_slice);
+            let lookup =
+                cached[index].next_available_slot(doctor_booked, horizon_end, now, policy)?;
+            let NextSlotLookup::Found(slot) = lookup else {
+                return Err(ApiError::internal(anyhow::anyhow!(
+                    "next free slot of doctor {} undecided with bookings up to the horizon",
+                    ids[index]
+                )));
+            };
+            next_slots[index] = slot;
+        }
+    }
+    // Opening a sealed value may load a data key through the same pool. Holding this
+    // connection meanwhile would let a burst of concurrent pages take every connection
+    // and then wait for one forever.
+    drop(client);
     let mut doctors = Vec::new();
     let mut last = None;
-    for doctor in &page {
-        let doctor_booked = booked.get(&doctor.doctor_id).map_or(&[][..], Vec::as_slice);
-        let next = next_available_slot(
-            &doctor.schedule()?,
-            doctor_booked,
-            now,
-            &state.booking_policy,
-        )?;
+    for (doctor, next) in page.iter().zip(next_slots) {
         last = doctor.verified_at.map(|at| (at, doctor.doctor_id));
         doctors.push(DirectoryEntry {
             doctor_id: doctor.doctor_id,
@@ -149,7 +200,7 @@ pub async fn directory(
             specialty: doctor.specialty.clone(),
             languages: doctor.languages.clone(),
             biography: doctor.biography(&state.keys).await?,
-            time_zone: doctor.time_zone.clone(),
+            time_zone: doctor.schedule.time_zone.clone(),
             next_available_slot: next,
         });
     }
@@ -292,15 +343,18 @@ pub async fn slots(
     };
 
     let client = state.pool.get().await.map_err(ApiError::internal)?;
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {SCHEDULE_COLUMNS} FROM doctor_profiles WHERE doctor_id = $1 AND status = 'verified'"
+        ))
+        .await
+        .map_err(ApiError::internal)?;
     let row = client
-        .query_opt(
-            &format!("SELECT {DOCTOR_COLUMNS} FROM doctor_profiles WHERE doctor_id = $1 AND status = 'verified'"),
-            &[&doctor_id],
-        )
+        .query_opt(&statement, &[&doctor_id])
         .await
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::NotFound(format!("no verified doctor {doctor_id}")))?;
-    let doctor = DoctorRow::from_row(&row)?;
+    let columns = ScheduleColumns::from_row(&row, 0);
     let booked = if to > from {
         booked_ranges(&client, &[doctor_id], from, to)
             .await?
@@ -309,8 +363,10 @@ pub async fn slots(
     } else {
         Vec::new()
     };
-    let list: SlotList = doctor
-        .schedule()?
+    let list: SlotList = state
+        .doctor_cache
+        .get(doctor_id, &columns)?
+        .schedule
         .list_slots(from, to, &booked, state.clock.now(), &state.booking_policy)
         .map_err(|error| ApiError::Validation(vec![error]))?;
     Ok(HttpResponse::Ok().json(list))
@@ -412,6 +468,8 @@ pub async fn own_profile(
                 "no doctor profile yet; save it with PUT /doctors/me/profile".to_owned(),
             )
         })?;
+    // Released before opening sealed values, which may need a connection of the pool.
+    drop(client);
     let doctor = DoctorRow::from_row(&row)?;
     Ok(HttpResponse::Ok().json(OwnProfile::build(&doctor, &state.keys).await?))
 }

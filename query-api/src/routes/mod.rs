@@ -7,6 +7,7 @@ pub mod appointments;
 pub mod bookings;
 pub mod doctor_views;
 pub mod doctors;
+pub mod notifications;
 
 use actix_web::web;
 use chrono::{DateTime, Utc};
@@ -51,6 +52,10 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(
             resource("/admin/appointments/overview", "GET")
                 .route(web::get().to(appointments::admin_overview)),
+        )
+        .service(resource("/notifications", "GET").route(web::get().to(notifications::list)))
+        .service(
+            resource("/notifications/stream", "GET").route(web::get().to(notifications::stream)),
         );
 }
 

@@ -1,0 +1,269 @@
+//! Projection lag: commands are sent at a constant rate, alternating booking and
+//! cancelling per lane so slots stay free. For every accepted command the time the
+//! command API answered is recorded, and a watcher polls `projection_offsets` with one
+//! batched query every `POLL_INTERVAL` until the `appointments` projection has applied
+//! that aggregate's sequence.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use tokio_util::sync::CancellationToken;
+
+use crate::booking::{cancel, lanes, Lane};
+use crate::load::{ms, new_histogram, Failures};
+use crate::seed::{book, Booking, Seeded};
+
+const POLL_INTERVAL: Duration = Duration::from_millis(2);
+/// A command whose projection has not caught up after this long is counted as missing.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(30);
+
+pub struct LagReport {
+    pub rate: u32,
+    pub seconds: f64,
+    pub accepted: u64,
+    pub histogram: Histogram<u64>,
+    pub missing: u64,
+    pub failures: Failures,
+    /// Longest and mean time one poll of `projection_offsets` took; with the poll
+    /// interval it bounds the resolution of every lag value.
+    pub longest_poll: Duration,
+    pub mean_poll: Duration,
+    pub command_latency: Histogram<u64>,
+}
+
+impl LagReport {
+    pub fn lines(&self) -> String {
+        let quantile = |histogram: &Histogram<u64>, q: f64| ms(histogram.value_at_quantile(q));
+        let mut text = format!(
+            "projection lag (command answered → appointments projection applied its sequence), \
+             {}/s for {:.0} s: {} commands accepted, {} not projected within {} s, {} failed; \
+             lag p50 {}, p99 {}, max {}; command latency p50 {}, p99 {}; \
+             offsets polled every {} ms, one poll took {:.2} ms on average and {:.2} ms at most",
+            self.rate,
+            self.seconds,
+            self.accepted,
+            self.missing,
+            GIVE_UP_AFTER.as_secs(),
+            self.failures.total(),
+            quantile(&self.histogram, 0.5),
+            quantile(&self.histogram, 0.99),
+            ms(self.histogram.max()),
+            quantile(&self.command_latency, 0.5),
+            quantile(&self.command_latency, 0.99),
+            POLL_INTERVAL.as_millis(),
+            self.mean_poll.as_secs_f64() * 1000.0,
+            self.longest_poll.as_secs_f64() * 1000.0,
+        );
+        for line in self.failures.lines() {
+            text.push('\n');
+            text.push_str(&line);
+        }
+        text
+    }
+}
+
+/// A command waiting for its projection: aggregate id, sequence, and when the command
+/// API answered.
+type Pending = Vec<(String, i64, Instant)>;
+
+struct LaneState {
+    lane: Lane,
+    next_slot: usize,
+    booked: Option<String>,
+}
+
+/// Sends `rate` commands per second over `lane_count` lanes for a warm-up of a fifth of
+/// `duration` and then `duration`; measures the lag of commands accepted after the
+/// warm-up.
+pub async fn run(
+    seeded: &Seeded,
+    rate: u32,
+    duration: Duration,
+    lane_count: usize,
+    skip_doctors: usize,
+) -> anyhow::Result<LagReport> {
+    let available = seeded.doctors.len().saturating_sub(skip_doctors);
+    anyhow::ensure!(
+        available >= lane_count,
+        "projection-lag needs {lane_count} doctors besides the {skip_doctors} of the throughput run"
+    );
+    let doctors = &seeded.doctors[available - lane_count..available];
+    let lanes: Vec<Arc<tokio::sync::Mutex<LaneState>>> = lanes(seeded, doctors)
+        .await?
+        .into_iter()
+        .map(|lane| {
+            Arc::new(tokio::sync::Mutex::new(LaneState {
+                lane,
+                next_slot: 0,
+                booked: None,
+            }))
+        })
+        .collect();
+
+    let pending: Arc<Mutex<Pending>> = Arc::new(Mutex::new(Vec::new()));
+    let lags = Arc::new(Mutex::new(new_histogram()?));
+    let command_latency = Arc::new(Mutex::new(new_histogram()?));
+    let failures = Arc::new(Mutex::new(Failures::default()));
+    let stop_watching = CancellationToken::new();
+    let watcher = tokio::spawn(watch(
+        seeded.env.owner_client().await,
+        Arc::clone(&pending),
+        Arc::clone(&lags),
+        stop_watching.clone(),
+    ));
+
+    let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
+    let warm_up = duration / 5;
+    let total = ((warm_up + duration).as_secs_f64() * f64::from(rate)) as u64;
+    let warm_up_commands = (warm_up.as_secs_f64() * f64::from(rate)) as u64;
+    eprintln!(
+        "projection lag: {rate} commands/s over {lane_count} lanes, {:.0} s warm-up and {:.0} s measured",
+        warm_up.as_secs_f64(),
+        duration.as_secs_f64()
+    );
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(total as usize);
+    for number in 0..total {
+        let scheduled = start + interval.mul_f64(number as f64);
+        tokio::time::sleep_until(scheduled.into()).await;
+        let lane = Arc::clone(&lanes[number as usize % lanes.len()]);
+        let command_url = seeded.api.command.clone();
+        let pending = Arc::clone(&pending);
+        let failures = Arc::clone(&failures);
+        let command_latency = Arc::clone(&command_latency);
+        let measured = number >= warm_up_commands;
+        tasks.push(tokio::spawn(async move {
+            let mut state = lane.lock().await;
+            let outcome = next_command(&mut state, &command_url).await;
+            let answered = Instant::now();
+            drop(state);
+            match outcome {
+                Ok((aggregate_id, sequence)) if measured => {
+                    let micros = (answered - scheduled).as_micros().max(1) as u64;
+                    let _ = command_latency.lock().unwrap().record(micros);
+                    pending
+                        .lock()
+                        .unwrap()
+                        .push((aggregate_id, sequence as i64, answered));
+                }
+                Ok(_) => {}
+                Err(cause) => failures.lock().unwrap().record(cause),
+            }
+        }));
+    }
+    futures::future::join_all(tasks).await;
+    let accepted = command_latency.lock().unwrap().len();
+
+    // Wait until every accepted command is projected or has waited too long.
+    let deadline = Instant::now() + GIVE_UP_AFTER;
+    while !pending.lock().unwrap().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop_watching.cancel();
+    let (longest_poll, mean_poll) = watcher.await??;
+    let missing = pending.lock().unwrap().len() as u64;
+    let histogram = std::mem::replace(&mut *lags.lock().unwrap(), new_histogram()?);
+    let command_latency =
+        std::mem::replace(&mut *command_latency.lock().unwrap(), new_histogram()?);
+    let failures = std::mem::take(&mut *failures.lock().unwrap());
+    Ok(LagReport {
+        rate,
+        seconds: duration.as_secs_f64(),
+        accepted,
+        histogram,
+        missing,
+        failures,
+        longest_poll,
+        mean_poll,
+        command_latency,
+    })
+}
+
+/// Books the lane's next slot, or cancels the appointment it holds; returns the
+/// aggregate id and sequence the command API answered with.
+async fn next_command(state: &mut LaneState, command_url: &str) -> Result<(String, u64), String> {
+    let lane = &state.lane;
+    match state.booked.take() {
+        Some(appointment_id) => {
+            let sequence = cancel(&lane.http, command_url, &lane.token, &appointment_id)
+                .await
+                .map_err(|error| format!("cancellation: {error:#}"))?;
+            Ok((appointment_id, sequence))
+        }
+        None => {
+            let start = lane.slots[state.next_slot % lane.slots.len()].clone();
+            state.next_slot += 1;
+            match book(&lane.http, command_url, &lane.token, lane.doctor, &start).await {
+                Ok(Booking::Booked {
+                    appointment_id,
+                    sequence,
+                }) => {
+                    state.booked = Some(appointment_id.clone());
+                    Ok((appointment_id, sequence))
+                }
+                Ok(Booking::SlotTaken) => Err("booking: 409 slot-taken".into()),
+                Ok(Booking::PatientOverlap) => Err("booking: 409 patient-overlap".into()),
+                Ok(Booking::SlotUnavailable) => Err("booking: 422 slot-unavailable".into()),
+                Err(error) => Err(format!("booking: {error:#}")),
+            }
+        }
+    }
+}
+
+/// Polls the projection offsets of every pending command with one query per
+/// `POLL_INTERVAL`, records the lag of each command the projection has reached, and
+/// returns the longest and the mean poll duration.
+async fn watch(
+    client: tokio_postgres::Client,
+    pending: Arc<Mutex<Pending>>,
+    lags: Arc<Mutex<Histogram<u64>>>,
+    stop: CancellationToken,
+) -> anyhow::Result<(Duration, Duration)> {
+    let statement = client
+        .prepare(
+            "SELECT aggregate_id, last_sequence FROM projection_offsets
+             WHERE projection = 'appointments' AND aggregate_type = 'appointment'
+               AND aggregate_id = ANY($1)",
+        )
+        .await?;
+    let mut ticker = tokio::time::interval(POLL_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut longest = Duration::ZERO;
+    let mut polls = 0u32;
+    let mut polling = Duration::ZERO;
+    while !stop.is_cancelled() {
+        ticker.tick().await;
+        let ids: Vec<String> = pending
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(id, _, _)| id.clone())
+            .collect();
+        if ids.is_empty() {
+            continue;
+        }
+        let sent = Instant::now();
+        let rows = client.query(&statement, &[&ids]).await?;
+        let seen = Instant::now();
+        longest = longest.max(seen - sent);
+        polling += seen - sent;
+        polls += 1;
+        let reached: HashMap<String, i64> = rows
+            .iter()
+            .map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1)))
+            .collect();
+        let mut lags = lags.lock().unwrap();
+        pending.lock().unwrap().retain(|(id, sequence, answered)| {
+            if reached.get(id).is_some_and(|last| last >= sequence) {
+                let micros = seen.saturating_duration_since(*answered).as_micros().max(1) as u64;
+                let _ = lags.record(micros);
+                false
+            } else {
+                true
+            }
+        });
+    }
+    Ok((longest, polling.checked_div(polls).unwrap_or_default()))
+}
