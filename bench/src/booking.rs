@@ -112,7 +112,7 @@ pub async fn cancel(
 
 /// Runs `workers` closed-loop workers, each booking and cancelling with its own doctor
 /// and patient, for a warm-up of a fifth of `duration` and then `duration`; counts the
-/// pairs whose cancellation was answered inside the measured window. Then runs the
+/// pairs whose cancellation response arrived inside the measured window. Then runs the
 /// pgbench baseline for the same time with as many clients.
 pub async fn run(
     seeded: &Seeded,
@@ -257,7 +257,7 @@ async fn pgbench_baseline(
     let [cancelled_version, cancelled_payload, cancelled_metadata] =
         sample("AppointmentCancelled").await?;
 
-    // pgbench replaces `:name` only for variables it knows (`pair`, `client_id`), and in
+    // pgbench replaces `:name` only for variables it defines (`pair`, `client_id`), and in
     // the default simple protocol leaves every other colon of the JSON literals alone.
     let script = format!(
         "\\set pair random(1, 9000000000000000000)

@@ -182,7 +182,7 @@ pub async fn run(
 }
 
 /// Books the lane's next slot, or cancels the appointment it holds; returns the
-/// aggregate id and sequence the command API answered with.
+/// aggregate id and sequence the command API returned.
 async fn next_command(state: &mut LaneState, command_url: &str) -> Result<(String, u64), String> {
     let lane = &state.lane;
     match state.booked.take() {

@@ -75,8 +75,9 @@ struct Cli {
     #[arg(long, default_value_t = 200)]
     reminder_patients: usize,
 
-    /// Sender workers of the reminder service in `reminder-burst`.
-    #[arg(long, default_value_t = 4)]
+    /// Sender workers of the reminder service in `reminder-burst` (the service's
+    /// default).
+    #[arg(long, default_value_t = 8)]
     reminder_workers: usize,
 }
 

@@ -73,7 +73,6 @@ pub async fn run(
         .ok_or_else(|| anyhow::anyhow!("the reminder burst needs at least one doctor"))?;
 
     let owner = seeded.env.owner_client().await;
-    owner.execute("DELETE FROM reminders", &[]).await?;
     let first_due = Utc::now() + LEAD;
     let mut appointments = Vec::with_capacity(count);
     let mut recipients = Vec::with_capacity(count);
@@ -119,6 +118,8 @@ pub async fn run(
 
     let mut settings = seeded.env.reminder_settings();
     settings.workers = workers;
+    // With other scenarios on the same database the service also schedules the seeded
+    // appointments' reminders, which are days ahead; only the burst's rows are counted.
     let service = seeded
         .env
         .start_reminders_with(settings, clock::system_clock());
@@ -128,8 +129,9 @@ pub async fn run(
     loop {
         let unsent: i64 = owner
             .query_one(
-                "SELECT count(*) FROM reminders WHERE status = 'pending'",
-                &[],
+                "SELECT count(*) FROM reminders
+                 WHERE status = 'pending' AND appointment_id = ANY($1)",
+                &[&appointments],
             )
             .await?
             .get(0);
@@ -153,8 +155,8 @@ pub async fn run(
                     percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM sent_at - due_at)),
                     max(extract(epoch FROM sent_at - due_at))::float8,
                     extract(epoch FROM max(sent_at) - min(due_at))::float8
-             FROM reminders",
-            &[],
+             FROM reminders WHERE appointment_id = ANY($1)",
+            &[&appointments],
         )
         .await?;
     let seconds = |index: usize| -> f64 { row.get::<_, Option<f64>>(index).unwrap_or(f64::NAN) };

@@ -60,7 +60,11 @@ pub fn consumer_config(settings: &KafkaSettings, group_id: &str) -> ClientConfig
             "heartbeat.interval.ms",
             (settings.session_timeout_ms / 3).max(100).to_string(),
         )
-        .set("enable.partition.eof", "false");
+        .set("enable.partition.eof", "false")
+        // librdkafka's default of 500 ms is how long a fetch waits at the broker when
+        // nothing new arrives. A broker that does not answer early when a record
+        // arrives (nisshi 0.7 was seen not to) turns that wait into projection lag.
+        .set("fetch.wait.max.ms", "20");
     config
 }
 

@@ -290,7 +290,9 @@ impl TestEnv {
         clock: clock::SharedClock,
     ) -> CancellationToken {
         let token = self.shutdown.child_token();
-        let pool = medflow_infra::db::pg_pool(&settings.database.url, 8).expect("reminder pool");
+        // Every sender holds a connection while it sends; the consumer and gauge need more.
+        let pool = medflow_infra::db::pg_pool(&settings.database.url, settings.workers + 4)
+            .expect("reminder pool");
         let run_token = token.clone();
         tokio::spawn(async move {
             let registry = prometheus::Registry::new();

@@ -1,5 +1,5 @@
 //! In-app notifications: appointment changes reach the recipient's Server-Sent Events
-//! stream in real time and nobody else's, and can be listed and marked read.
+//! stream in real time and no other user's, and can be listed and marked read.
 
 use std::time::Duration;
 
