@@ -122,6 +122,23 @@ impl SessionStore {
         }))
     }
 
+    /// Returns whether the session is still live (not revoked, not expired, not idle
+    /// past the timeout), without marking it used. Long-lived responses such as event
+    /// streams call it to end when their session ends.
+    pub async fn is_live(&self, session_id: Uuid) -> Result<bool, SessionError> {
+        let now = self.clock.now();
+        let idle_cutoff = now - self.policy.idle_timeout;
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT 1 FROM sessions
+                 WHERE session_id = $1 AND revoked_at IS NULL AND expires_at > $2 AND last_seen_at > $3",
+                &[&session_id, &now, &idle_cutoff],
+            )
+            .await?;
+        Ok(row.is_some())
+    }
+
     /// Revokes one session; returns whether it was live.
     pub async fn revoke(&self, session_id: Uuid) -> Result<bool, SessionError> {
         let client = self.pool.get().await?;

@@ -192,3 +192,41 @@ async fn appointment_changes_reach_the_recipient_live() {
     let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
     assert_eq!(problem["errors"][0]["field"], "limit");
 }
+
+#[tokio::test]
+async fn stream_ends_with_its_session() {
+    let env = TestEnv::new().await;
+    let api = env.start_spine().await;
+    let email = unique_email("streaming.patient");
+    api.register_ok("patient", &email, "Stella Stream").await;
+    let token = api.login_ok(&email).await.token;
+
+    let response = api
+        .http
+        .get(format!("{}/notifications/stream", api.query))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut stream = Box::pin(response.bytes_stream());
+
+    let response = api.command_delete(&token, "/sessions/current").await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+
+    // The next keep-alive tick (at most 15 s away) finds the session ended and closes
+    // the stream instead of writing to it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let next = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .expect("the stream stayed open after logout");
+        match next {
+            None | Some(Err(_)) => break,
+            Some(Ok(chunk)) => {
+                let text = String::from_utf8_lossy(&chunk);
+                assert!(!text.contains("event: notification"), "{text}");
+            }
+        }
+    }
+}

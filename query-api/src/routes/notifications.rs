@@ -10,6 +10,7 @@ use deadpool_postgres::Pool;
 use futures::StreamExt;
 use medflow_domain::values::truncate;
 use medflow_domain::FieldError;
+use medflow_infra::sessions::SessionStore;
 use medflow_infra::web::auth::Authenticated;
 use medflow_infra::web::problem::Problem;
 use medflow_infra::web::ApiError;
@@ -178,8 +179,13 @@ pub async fn list(
         (status = 401, description = "No live session", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn stream(auth: Authenticated, state: web::Data<SharedState>) -> HttpResponse {
+pub async fn stream(
+    auth: Authenticated,
+    state: web::Data<SharedState>,
+    sessions: web::Data<SessionStore>,
+) -> HttpResponse {
     let recipient = auth.session.account_id.0;
+    let session_id = auth.session.session_id;
     let pool = state.pool.clone();
     let announcements = BroadcastStream::new(state.notifications.subscribe());
     let keep_alive = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(KEEP_ALIVE))
@@ -188,10 +194,33 @@ pub async fn stream(auth: Authenticated, state: web::Data<SharedState>) -> HttpR
         Ok(announcement) => Frame::Announcement(announcement),
         Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(_)) => Frame::Resync,
     });
-    let frames = futures::stream::select(events, keep_alive).filter_map(move |frame| {
-        let pool = pool.clone();
-        async move { render(frame, recipient, &pool).await }
-    });
+    // Before each frame it would send, the stream checks that its session is still live,
+    // so a logout, a suspension or the idle timeout ends it within one keep-alive
+    // interval and before any further notification. The stream does not count as use of
+    // the session.
+    let frames = futures::stream::select(events, keep_alive)
+        .filter(move |frame| futures::future::ready(frame.concerns(recipient)))
+        .then(move |frame| {
+            let sessions = sessions.clone();
+            async move {
+                match sessions.is_live(session_id).await {
+                    Ok(true) => Some(frame),
+                    Ok(false) => {
+                        tracing::info!(%session_id, "notification stream closed: its session ended");
+                        None
+                    }
+                    Err(error) => {
+                        tracing::warn!(%session_id, error = %error, "checking a stream's session failed; closing the stream");
+                        None
+                    }
+                }
+            }
+        })
+        .take_while(|frame| futures::future::ready(frame.is_some()))
+        .filter_map(move |frame| {
+            let pool = pool.clone();
+            async move { render(frame?, &pool).await }
+        });
     tracing::info!(account_id = %recipient, "notification stream opened");
     HttpResponse::Ok()
         .content_type("text/event-stream")
@@ -206,32 +235,39 @@ enum Frame {
     KeepAlive,
 }
 
-/// Renders one frame of the caller's stream; announcements for others render nothing.
-async fn render(frame: Frame, recipient: Uuid, pool: &Pool) -> Option<web::Bytes> {
+impl Frame {
+    /// Whether the frame belongs on `recipient`'s stream: announcements for others do not.
+    fn concerns(&self, recipient: Uuid) -> bool {
+        match self {
+            Frame::Announcement(announcement) => announcement.recipient == recipient,
+            Frame::Resync | Frame::KeepAlive => true,
+        }
+    }
+}
+
+/// Renders one frame of the caller's stream.
+async fn render(frame: Frame, pool: &Pool) -> Option<web::Bytes> {
     match frame {
         Frame::KeepAlive => Some(web::Bytes::from_static(b": keep-alive\n\n")),
         Frame::Resync => Some(web::Bytes::from_static(b"event: resync\ndata: {}\n\n")),
-        Frame::Announcement(announcement) if announcement.recipient == recipient => {
-            match load(pool, announcement.notification_id).await {
-                Ok(Some(view)) => {
-                    let data = serde_json::to_string(&view).ok()?;
-                    Some(web::Bytes::from(format!(
-                        "id: {}\nevent: notification\ndata: {data}\n\n",
-                        view.notification_id
-                    )))
-                }
-                Ok(None) => None,
-                Err(error) => {
-                    tracing::warn!(
-                        notification_id = %announcement.notification_id,
-                        error = %format!("{error:#}"),
-                        "loading a notification for a stream failed; asking the client to resync"
-                    );
-                    Some(web::Bytes::from_static(b"event: resync\ndata: {}\n\n"))
-                }
+        Frame::Announcement(announcement) => match load(pool, announcement.notification_id).await {
+            Ok(Some(view)) => {
+                let data = serde_json::to_string(&view).ok()?;
+                Some(web::Bytes::from(format!(
+                    "id: {}\nevent: notification\ndata: {data}\n\n",
+                    view.notification_id
+                )))
             }
-        }
-        Frame::Announcement(_) => None,
+            Ok(None) => None,
+            Err(error) => {
+                tracing::warn!(
+                    notification_id = %announcement.notification_id,
+                    error = %format!("{error:#}"),
+                    "loading a notification for a stream failed; asking the client to resync"
+                );
+                Some(web::Bytes::from_static(b"event: resync\ndata: {}\n\n"))
+            }
+        },
     }
 }
 
