@@ -1,6 +1,6 @@
 //! Projection lag: commands are sent at a constant rate, alternating booking and
 //! cancelling per lane so slots stay free. For every accepted command the time the
-//! command API answered is recorded, and a watcher polls `projection_offsets` with one
+//! command API responded is recorded, and a watcher polls `projection_offsets` with one
 //! batched query every `POLL_INTERVAL` until the `appointments` projection has applied
 //! that aggregate's sequence.
 
@@ -37,7 +37,7 @@ impl LagReport {
     pub fn lines(&self) -> String {
         let quantile = |histogram: &Histogram<u64>, q: f64| ms(histogram.value_at_quantile(q));
         let mut text = format!(
-            "projection lag (command answered → appointments projection applied its sequence), \
+            "projection lag (command response → appointments projection applied its sequence), \
              {}/s for {:.0} s: {} commands accepted, {} not projected within {} s, {} failed; \
              lag p50 {}, p99 {}, max {}; command latency p50 {}, p99 {}; \
              offsets polled every {} ms, one poll took {:.2} ms on average and {:.2} ms at most",
@@ -65,7 +65,7 @@ impl LagReport {
 }
 
 /// A command waiting for its projection: aggregate id, sequence, and when the command
-/// API answered.
+/// API responded.
 type Pending = Vec<(String, i64, Instant)>;
 
 struct LaneState {

@@ -108,7 +108,7 @@ enum Scenario {
     Queries,
     /// Book + cancel pairs per second through the command API against a pgbench baseline.
     BookingThroughput,
-    /// Time from a command's answer until the appointments projection applied it.
+    /// Time from a command's response until the appointments projection applied it.
     ProjectionLag,
     /// Reminders falling due within one minute, sent over SMTP by the reminder service.
     ReminderBurst,
@@ -138,11 +138,11 @@ async fn main() -> anyhow::Result<()> {
 
     let mut results = Vec::new();
     for target in [load::Target::Directory, load::Target::Slots] {
-        let wanted = match target {
+        let requested = match target {
             load::Target::Directory => Scenario::Directory,
             load::Target::Slots => Scenario::Slots,
         };
-        if !scenario.includes(wanted) {
+        if !scenario.includes(requested) {
             continue;
         }
         let report = load::run(&seeded, target, cli.rate, duration, cli.connections).await?;

@@ -62,8 +62,8 @@ pub fn consumer_config(settings: &KafkaSettings, group_id: &str) -> ClientConfig
         )
         .set("enable.partition.eof", "false")
         // librdkafka's default of 500 ms is how long a fetch waits at the broker when
-        // nothing new arrives. A broker that does not answer early when a record
-        // arrives (nisshi 0.7 was seen not to) turns that wait into projection lag.
+        // nothing new arrives. A broker that does not respond early when a record
+        // arrives (nisshi 0.7.0-pre.2 did not in the projection-lag benchmark) turns that wait into projection lag.
         .set("fetch.wait.max.ms", "20");
     config
 }

@@ -52,6 +52,10 @@ pub enum SessionError {
     Pool(#[from] deadpool_postgres::PoolError),
 }
 
+/// SQL condition of a live session: not revoked, not expired at `$2` (now) and used
+/// after `$3` (the idle cutoff).
+const LIVE: &str = "revoked_at IS NULL AND expires_at > $2 AND last_seen_at > $3";
+
 #[derive(Clone)]
 pub struct SessionStore {
     pool: Pool,
@@ -100,9 +104,11 @@ impl SessionStore {
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
-                "UPDATE sessions SET last_seen_at = $2
-                 WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > $2 AND last_seen_at > $3
-                 RETURNING session_id, account_id, role, expires_at",
+                &format!(
+                    "UPDATE sessions SET last_seen_at = $2
+                     WHERE token_hash = $1 AND {LIVE}
+                     RETURNING session_id, account_id, role, expires_at"
+                ),
                 &[&token::hash(token), &now, &idle_cutoff],
             )
             .await?;
@@ -131,8 +137,7 @@ impl SessionStore {
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
-                "SELECT 1 FROM sessions
-                 WHERE session_id = $1 AND revoked_at IS NULL AND expires_at > $2 AND last_seen_at > $3",
+                &format!("SELECT 1 FROM sessions WHERE session_id = $1 AND {LIVE}"),
                 &[&session_id, &now, &idle_cutoff],
             )
             .await?;

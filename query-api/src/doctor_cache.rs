@@ -79,7 +79,7 @@ struct NextSlot {
 
 impl NextSlot {
     /// Whether the passage of time from `computed_at` to `now` alone leaves the slot the
-    /// answer (see `CachedDoctor::next_available_slot`).
+    /// result (see `CachedDoctor::next_available_slot`).
     fn holds_at(&self, now: DateTime<Utc>, policy: &BookingPolicy) -> bool {
         self.policy == *policy
             && now >= self.computed_at
@@ -98,7 +98,7 @@ pub enum NextSlotLookup {
 impl CachedDoctor {
     /// Returns how far ahead the booked intervals must be loaded for
     /// `next_available_slot`: to the end of the kept slot while it can still be the
-    /// answer, otherwise `None`, meaning the whole booking horizon.
+    /// result, otherwise `None`, meaning the whole booking horizon.
     pub fn booked_needed_until(
         &self,
         now: DateTime<Utc>,
@@ -115,7 +115,7 @@ impl CachedDoctor {
     /// booked interval that ends after `now` and starts before `booked_until`; with
     /// `booked_until` at the horizon's end that is all of them.
     ///
-    /// A slot S found at an earlier instant t0 is still the answer at `now` when the
+    /// A slot S found at an earlier instant t0 is still the result at `now` when the
     /// booked intervals that start before S ends are the same, `now` is not before t0
     /// and S still starts after `now` plus the minimum notice. Every earlier start was
     /// rejected at t0 for being before t0, inside the notice, outside the windows, in

@@ -8,6 +8,7 @@ pub mod cursor;
 pub mod doctor_cache;
 pub mod notifications;
 pub mod openapi;
+pub mod query_params;
 pub mod routes;
 pub mod startup;
 pub mod state;

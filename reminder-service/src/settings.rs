@@ -51,8 +51,8 @@ pub struct ReminderSettings {
     pub frontend_base_url: String,
 
     /// Concurrent senders in this instance. A send mostly waits for the SMTP server
-    /// and the database, so senders outnumber cores. Each holds a database connection
-    /// while it sends, so keep it below the pool size (`MEDFLOW_DATABASE_POOL_SIZE`).
+    /// and the database, so senders outnumber cores. Each keeps a database connection
+    /// for the whole send, so keep it below the pool size (`MEDFLOW_DATABASE_POOL_SIZE`).
     #[arg(
         long = "workers",
         env = "MEDFLOW_REMINDER_WORKERS",

@@ -290,7 +290,8 @@ impl TestEnv {
         clock: clock::SharedClock,
     ) -> CancellationToken {
         let token = self.shutdown.child_token();
-        // Every sender holds a connection while it sends; the consumer and gauge need more.
+        // Every sender keeps a connection for the whole send, and the consumer and gauge
+        // need more.
         let pool = medflow_infra::db::pg_pool(&settings.database.url, settings.workers + 4)
             .expect("reminder pool");
         let run_token = token.clone();

@@ -20,6 +20,7 @@ use super::appointment_views::{AppointmentView, APPOINTMENT_COLUMNS};
 use super::open;
 use crate::consistency::{wait_for, WaitParams};
 use crate::cursor;
+use crate::query_params::{optional_instant, page_size};
 use crate::state::SharedState;
 
 const PROJECTION: &str = "appointments";
@@ -147,7 +148,12 @@ pub async fn patient_appointments(
     });
     let from = optional_instant(&mut errors, "from", params.from.as_deref());
     let to = optional_instant(&mut errors, "to", params.to.as_deref());
-    let limit = page_size(&mut errors, params.limit.as_deref());
+    let limit = page_size(
+        &mut errors,
+        params.limit.as_deref(),
+        DEFAULT_PAGE_SIZE,
+        MAX_PAGE_SIZE,
+    );
     let after = params.cursor.as_deref().and_then(|raw| {
         let decoded = cursor::decode(raw);
         if decoded.is_none() {
@@ -484,45 +490,4 @@ pub async fn admin_overview(
             .map(|(date, by_status)| DayCounts { date, by_status })
             .collect(),
     }))
-}
-
-fn optional_instant(
-    errors: &mut Vec<FieldError>,
-    field: &str,
-    raw: Option<&str>,
-) -> Option<DateTime<Utc>> {
-    let raw = raw?;
-    match DateTime::parse_from_rfc3339(raw) {
-        Ok(value) => Some(value.with_timezone(&Utc)),
-        Err(_) => {
-            errors.push(FieldError::new(
-                field,
-                format!("'{}' is not an RFC 3339 date-time", truncate(raw, 40)),
-            ));
-            None
-        }
-    }
-}
-
-fn page_size(errors: &mut Vec<FieldError>, raw: Option<&str>) -> i64 {
-    let Some(raw) = raw else {
-        return DEFAULT_PAGE_SIZE;
-    };
-    match raw
-        .parse::<i64>()
-        .ok()
-        .filter(|value| (1..=MAX_PAGE_SIZE).contains(value))
-    {
-        Some(limit) => limit,
-        None => {
-            errors.push(FieldError::new(
-                "limit",
-                format!(
-                    "'{}' is not an integer from 1 to {MAX_PAGE_SIZE}",
-                    truncate(raw, 40)
-                ),
-            ));
-            DEFAULT_PAGE_SIZE
-        }
-    }
 }

@@ -20,6 +20,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::notifications::Announcement;
+use crate::query_params::{optional_instant, page_size};
 use crate::state::SharedState;
 
 const DEFAULT_PAGE_SIZE: i64 = 50;
@@ -109,34 +110,13 @@ pub async fn list(
             false
         }
     };
-    let limit = match params.limit.as_deref() {
-        None => DEFAULT_PAGE_SIZE,
-        Some(raw) => raw
-            .parse::<i64>()
-            .ok()
-            .filter(|value| (1..=MAX_PAGE_SIZE).contains(value))
-            .unwrap_or_else(|| {
-                errors.push(FieldError::new(
-                    "limit",
-                    format!(
-                        "'{}' is not an integer from 1 to {MAX_PAGE_SIZE}",
-                        truncate(raw, 40)
-                    ),
-                ));
-                DEFAULT_PAGE_SIZE
-            }),
-    };
-    let before = params.before.as_deref().and_then(|raw| {
-        DateTime::parse_from_rfc3339(raw)
-            .map(|at| at.with_timezone(&Utc))
-            .map_err(|_| {
-                errors.push(FieldError::new(
-                    "before",
-                    format!("'{}' is not an RFC 3339 date-time", truncate(raw, 40)),
-                ))
-            })
-            .ok()
-    });
+    let limit = page_size(
+        &mut errors,
+        params.limit.as_deref(),
+        DEFAULT_PAGE_SIZE,
+        MAX_PAGE_SIZE,
+    );
+    let before = optional_instant(&mut errors, "before", params.before.as_deref());
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
@@ -187,6 +167,7 @@ pub async fn stream(
     let recipient = auth.session.account_id.0;
     let session_id = auth.session.session_id;
     let pool = state.pool.clone();
+
     let announcements = BroadcastStream::new(state.notifications.subscribe());
     let keep_alive = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(KEEP_ALIVE))
         .map(|_| Frame::KeepAlive);
@@ -194,6 +175,7 @@ pub async fn stream(
         Ok(announcement) => Frame::Announcement(announcement),
         Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(_)) => Frame::Resync,
     });
+
     // Before each frame it would send, the stream checks that its session is still live,
     // so a logout, a suspension or the idle timeout ends it within one keep-alive
     // interval and before any further notification. The stream does not count as use of
@@ -221,6 +203,7 @@ pub async fn stream(
             let pool = pool.clone();
             async move { render(frame?, &pool).await }
         });
+
     tracing::info!(account_id = %recipient, "notification stream opened");
     HttpResponse::Ok()
         .content_type("text/event-stream")
@@ -236,7 +219,8 @@ enum Frame {
 }
 
 impl Frame {
-    /// Whether the frame belongs on `recipient`'s stream: announcements for others do not.
+    /// Returns whether the frame belongs on `recipient`'s stream, which excludes
+    /// announcements for other users.
     fn concerns(&self, recipient: Uuid) -> bool {
         match self {
             Frame::Announcement(announcement) => announcement.recipient == recipient,
