@@ -3,7 +3,7 @@
 # Debian packages for rdkafka's cmake build, the Kafka-protocol broker (nisshi),
 # the S3 server (s3s-fs), the SMTP catcher (maildev) and LiveKit's Node.js server
 # SDK (livekit-server-sdk), which tests use to verify video tokens and sign
-# webhooks. Idempotent: a tool that is already installed at its pinned version is
+# webhooks, and the Python FHIR models (fhir.resources) that validate the audit export. Idempotent: a tool that is already installed at its pinned version is
 # not rebuilt.
 set -euo pipefail
 
@@ -12,6 +12,8 @@ S3S_FS_VERSION=0.14.1
 MAILDEV_VERSION=3.0.0
 # 2.19.2 requires Node.js 19 or later.
 LIVEKIT_SERVER_SDK_VERSION=2.19.2
+# FHIR model library that tests use to validate the AuditEvent export.
+FHIR_RESOURCES_VERSION=7.1.0
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 tools="$root/.stack/tools"
@@ -57,6 +59,16 @@ fi
 if [[ $(node -p "require('$tools/node_modules/livekit-server-sdk/package.json').version" 2>/dev/null) != "$LIVEKIT_SERVER_SDK_VERSION" ]]; then
   log "npm install livekit-server-sdk@$LIVEKIT_SERVER_SDK_VERSION"
   npm install --silent --no-audit --no-fund --prefix "$tools" "livekit-server-sdk@$LIVEKIT_SERVER_SDK_VERSION" >/dev/null
+fi
+
+python="$tools/python/bin/python"
+if [[ ! -x "$python" ]]; then
+  log "python3 -m venv $tools/python"
+  python3 -m venv "$tools/python"
+fi
+if [[ $("$python" -c 'import importlib.metadata as m; print(m.version("fhir.resources"))' 2>/dev/null) != "$FHIR_RESOURCES_VERSION" ]]; then
+  log "pip install fhir.resources==$FHIR_RESOURCES_VERSION"
+  "$python" -m pip install --quiet --disable-pip-version-check "fhir.resources==$FHIR_RESOURCES_VERSION"
 fi
 
 log "all dependencies present"

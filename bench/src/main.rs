@@ -5,13 +5,16 @@
 //! Run it with the release profile on the machine whose numbers you record:
 //! `cargo build --release -p medflow-bench && target/release/medflow-bench all`.
 
+mod audit;
 mod booking;
 mod broker;
+mod child;
 mod lag;
 mod load;
 mod reminders;
 mod seed;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -79,6 +82,16 @@ struct Cli {
     /// default).
     #[arg(long, default_value_t = 8)]
     reminder_workers: usize,
+
+    /// Sizes of the event table, in events, at which `audit-replay` measures, ascending
+    /// and separated by commas. Synthetic appointment events fill the table up to each.
+    #[arg(long, value_delimiter = ',', default_values_t = [100_000u64, 1_000_000])]
+    audit_events: Vec<u64>,
+
+    /// The `medflow` binary that `audit-replay` runs. Default: `medflow` next to this
+    /// program, such as target/release/medflow.
+    #[arg(long)]
+    medflow_bin: Option<PathBuf>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +125,11 @@ enum Scenario {
     ProjectionLag,
     /// Reminders falling due within one minute, sent over SMTP by the reminder service.
     ReminderBurst,
+    /// `medflow audit replay`, `medflow audit verify` and `GET /audit/records` over
+    /// 100 000 and 1 000 000 events against a COPY of the same rows. Run alone, it
+    /// seeds no doctors and no appointments. It stops the relay and projectors, so
+    /// `all` runs it last.
+    AuditReplay,
     /// Every scenario above on one seeded database.
     All,
 }
@@ -133,8 +151,14 @@ async fn main() -> anyhow::Result<()> {
     }
     let duration = Duration::from_secs(cli.seconds);
     let scenario = cli.scenario;
-    let seeded = seed::seed(cli.doctors, cli.sessions, cli.broker.storage()).await?;
-    seed::seed_appointments(&seeded, cli.appointments).await?;
+    // The audit scenario writes its own events and reads no doctor or appointment.
+    let (doctors, appointments, sessions) = if scenario == Scenario::AuditReplay {
+        (0, 0, 1)
+    } else {
+        (cli.doctors, cli.appointments, cli.sessions)
+    };
+    let seeded = seed::seed(doctors, sessions, cli.broker.storage()).await?;
+    seed::seed_appointments(&seeded, appointments).await?;
 
     let mut results = Vec::new();
     for target in [load::Target::Directory, load::Target::Slots] {
@@ -170,6 +194,16 @@ async fn main() -> anyhow::Result<()> {
             cli.reminder_workers,
         )
         .await?;
+        let lines = report.lines();
+        println!("{lines}");
+        results.push(lines);
+    }
+    if scenario.includes(Scenario::AuditReplay) {
+        let medflow = match &cli.medflow_bin {
+            Some(path) => path.clone(),
+            None => std::env::current_exe()?.with_file_name("medflow"),
+        };
+        let report = audit::run(&seeded, &cli.audit_events, &medflow).await?;
         let lines = report.lines();
         println!("{lines}");
         results.push(lines);

@@ -1,7 +1,9 @@
 //! `medflow`: the operator command line.
 
 mod admin;
+mod audit;
 mod demo;
+mod rebuild_check;
 mod stack;
 
 use clap::{Parser, Subcommand};
@@ -61,11 +63,20 @@ enum Command {
         #[arg(long, env = "MEDFLOW_ADMIN_PASSWORD", hide_env_values = true)]
         admin_password: String,
     },
+    /// The audit trail: verify, replay, FHIR export, sealing and retention.
+    Audit {
+        #[command(subcommand)]
+        action: audit::AuditAction,
+    },
     /// Data key management.
     Keys {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// Rebuilds every projection from the event table into temporary tables and compares
+    /// them row by row with the live read models, which stay untouched. Exits with 0 when
+    /// all are equal, 1 when any row differs and 2 when the check failed.
+    RebuildCheck(rebuild_check::RebuildCheckOptions),
     /// Starts, stops or reports the local stack: PostgreSQL roles and databases,
     /// the Kafka-protocol broker, the S3 store and the SMTP catcher.
     Stack {
@@ -92,7 +103,7 @@ enum KeysAction {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     match run(Cli::parse()).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(status) => status,
         Err(error) => {
             eprintln!("error: {error:#}");
             std::process::ExitCode::FAILURE
@@ -100,8 +111,12 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
+async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    let outcome = match cli.command {
+        // The rebuild check has its own exit statuses, so it reports its errors itself.
+        Command::RebuildCheck(options) => return Ok(rebuild_check::run(options).await),
+        // Verify reports a mismatch with its own exit status.
+        Command::Audit { action } => return Ok(audit::run(action).await),
         Command::Stack { action } => stack::run(action).await,
         Command::Migrate { owner_database_url } => {
             medflow_infra::db::migrate(&owner_database_url).await?;
@@ -133,5 +148,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             })
             .await
         }
-    }
+    };
+    outcome.map(|()| std::process::ExitCode::SUCCESS)
 }

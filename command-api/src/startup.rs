@@ -8,6 +8,7 @@ use actix_web::dev::Server;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use medflow_infra::clock::SharedClock;
 use medflow_infra::web::health::{self, Readiness};
+use medflow_infra::web::access::AccessLog;
 use medflow_infra::web::request_id::RequestIdHeader;
 use medflow_infra::web::{metrics, MedflowRootSpan};
 use tracing_actix_web::TracingLogger;
@@ -47,6 +48,11 @@ impl Application {
         let port = listener.local_addr()?.port();
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(AccessLog::failures_only(
+                    state.audit.clone(),
+                    Arc::clone(&state.keys),
+                    routes::UNAUDITED_ROUTES,
+                ))
                 .wrap(RequestIdHeader)
                 .wrap(http_metrics.clone())
                 .wrap(TracingLogger::<MedflowRootSpan>::new())

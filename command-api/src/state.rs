@@ -42,7 +42,7 @@ pub struct AppState {
     pub video_window: VideoWindow,
     /// Store of license documents, which clients upload through presigned URLs.
     pub object_store: ObjectStore,
-    pub keys: KeyRing,
+    pub keys: Arc<KeyRing>,
     pub index: BlindIndex,
     pub hasher: PasswordHasher,
     pub sessions: SessionStore,
@@ -93,7 +93,7 @@ impl AppState {
                 after_end: TimeDelta::minutes(i64::from(settings.video_join_after_minutes)),
             },
             object_store,
-            keys: KeyRing::new(pool.clone(), masters),
+            keys: Arc::new(KeyRing::new(pool.clone(), masters)),
             index,
             hasher: PasswordHasher::new(settings.password_hash_concurrency).await?,
             sessions: SessionStore::new(pool.clone(), policy, clock),

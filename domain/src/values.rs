@@ -36,6 +36,8 @@ pub enum Role {
     Patient,
     Doctor,
     Admin,
+    /// Compliance staff: replay and verify the audit trail. Granted by an admin.
+    Compliance,
 }
 
 impl Role {
@@ -44,6 +46,7 @@ impl Role {
             Role::Patient => "patient",
             Role::Doctor => "doctor",
             Role::Admin => "admin",
+            Role::Compliance => "compliance",
         }
     }
 
@@ -52,10 +55,11 @@ impl Role {
             "patient" => Ok(Role::Patient),
             "doctor" => Ok(Role::Doctor),
             "admin" => Ok(Role::Admin),
+            "compliance" => Ok(Role::Compliance),
             other => Err(FieldError::new(
                 field,
                 format!(
-                    "'{}' is not a role; expected one of patient, doctor, admin",
+                    "'{}' is not a role; expected one of patient, doctor, admin, compliance",
                     truncate(other, 40)
                 ),
             )),

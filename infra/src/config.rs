@@ -76,6 +76,43 @@ pub struct KeySettings {
     pub index_key: SecretString,
 }
 
+/// Public keys that verify the audit trail's checkpoints (see `audit::signing`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct AuditVerifySettings {
+    /// Base64 Ed25519 public keys, separated by commas, whose checkpoint signatures
+    /// verify accepts. Print the key of a signing key with `medflow audit public-key`.
+    #[arg(
+        long = "audit-public-keys",
+        env = "MEDFLOW_AUDIT_PUBLIC_KEYS",
+        default_value = ""
+    )]
+    pub public_keys: String,
+}
+
+impl AuditVerifySettings {
+    pub fn trusted_keys(&self) -> Result<crate::audit::signing::TrustedKeys, String> {
+        crate::audit::signing::TrustedKeys::parse(&self.public_keys)
+    }
+}
+
+/// The sealer's private key (see `audit::checkpoint`).
+#[derive(Debug, Clone, Args)]
+pub struct AuditSealSettings {
+    /// Base64 of the 32-byte Ed25519 seed that signs audit checkpoints. Keep it outside
+    /// the database; without it no checkpoint is sealed.
+    #[arg(
+        long = "audit-signing-key",
+        env = "MEDFLOW_AUDIT_SIGNING_KEY",
+        hide_env_values = true
+    )]
+    pub signing_key: Option<SecretString>,
+
+    /// Seconds between sealer ticks; a range is sealed one or two ticks after it is
+    /// written.
+    #[arg(long = "audit-seal-interval", env = "MEDFLOW_AUDIT_SEAL_INTERVAL_SECS", default_value = "5", value_parser = parse_seconds)]
+    pub seal_interval: std::time::Duration,
+}
+
 /// When patients may book. The command API checks bookings and the query API lists
 /// slots with these values, so both services must be given the same ones.
 #[derive(Debug, Clone, Args)]

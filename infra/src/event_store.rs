@@ -88,7 +88,8 @@ impl<A: Aggregate> CommandBus<A> {
     pub fn new(pool: sqlx::PgPool, services: A::Services) -> Self {
         let repository = PostgresEventRepository::new(pool.clone());
         Self {
-            store: PersistedEventStore::new_event_store(repository),
+            store: PersistedEventStore::new_event_store(repository)
+                .with_upcasters(medflow_domain::upcasting::upcasters()),
             services,
             pool,
         }

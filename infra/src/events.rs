@@ -53,4 +53,44 @@ impl StoredEvent {
             recorded_at: row.get(9),
         })
     }
+
+    /// This event in its current form, through the domain's upcasters (see
+    /// `medflow_domain::upcasting`). Readers call this; the relay publishes events as
+    /// stored.
+    pub fn upcast(self) -> Self {
+        let Self {
+            aggregate_type,
+            aggregate_id,
+            sequence,
+            event_type,
+            event_version,
+            payload,
+            metadata,
+            global_position,
+            transaction_id,
+            recorded_at,
+        } = self;
+        let serialized = cqrs_es::persist::SerializedEvent::new(
+            aggregate_id,
+            usize::try_from(sequence).unwrap_or_default(),
+            aggregate_type,
+            event_type,
+            event_version,
+            payload,
+            metadata,
+        );
+        let current = medflow_domain::upcasting::upcast(serialized);
+        Self {
+            aggregate_type: current.aggregate_type,
+            aggregate_id: current.aggregate_id,
+            sequence,
+            event_type: current.event_type,
+            event_version: current.event_version,
+            payload: current.payload,
+            metadata: current.metadata,
+            global_position,
+            transaction_id,
+            recorded_at,
+        }
+    }
 }

@@ -2,7 +2,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use medflow_infra::config::{parse_seconds, BookingSettings, DatabaseSettings, KeySettings};
+use medflow_infra::config::{
+    parse_seconds, AuditVerifySettings, BookingSettings, DatabaseSettings, KeySettings,
+};
 use medflow_infra::object_store::ObjectStoreSettings;
 
 #[derive(Debug, Clone, Parser)]
@@ -43,6 +45,9 @@ pub struct QueryApiSettings {
 
     #[command(flatten)]
     pub booking: BookingSettings,
+
+    #[command(flatten)]
+    pub audit: AuditVerifySettings,
 }
 
 #[cfg(test)]

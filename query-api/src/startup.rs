@@ -13,6 +13,7 @@ use medflow_infra::crypto::keys::{KeyRing, MasterKeys};
 use medflow_infra::db;
 use medflow_infra::object_store::ObjectStore;
 use medflow_infra::sessions::{SessionPolicy, SessionStore};
+use medflow_infra::web::access::AccessLog;
 use medflow_infra::web::health::{self, Readiness};
 use medflow_infra::web::request_id::RequestIdHeader;
 use medflow_infra::web::{metrics, ApiError, MedflowRootSpan};
@@ -51,12 +52,13 @@ impl Application {
         let sessions = SessionStore::new(pool.clone(), policy, clock.clone());
         let state: SharedState = Arc::new(AppState {
             pool: pool.clone(),
-            keys: KeyRing::new(pool.clone(), masters),
+            keys: Arc::new(KeyRing::new(pool.clone(), masters)),
             max_wait_ms: settings.max_wait_ms,
             clock,
             booking_policy,
             object_store,
             audit: AuditLog::new(pool.clone()),
+            audit_keys: settings.audit.trusted_keys().map_err(anyhow::Error::msg)?,
             doctor_cache: DoctorCache::default(),
             notifications: NotificationHub::default(),
         });
@@ -75,6 +77,11 @@ impl Application {
         let port = listener.local_addr()?.port();
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(AccessLog::new(
+                    state.audit.clone(),
+                    Arc::clone(&state.keys),
+                    routes::PUBLIC_ROUTES,
+                ))
                 .wrap(RequestIdHeader)
                 .wrap(http_metrics.clone())
                 .wrap(TracingLogger::<MedflowRootSpan>::new())

@@ -17,6 +17,7 @@ pub mod checkpoint;
 pub mod metrics;
 pub mod poller;
 pub mod publisher;
+pub mod sealer;
 pub mod settings;
 pub mod worker;
 

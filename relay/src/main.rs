@@ -9,8 +9,8 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init("relay");
     let settings = RelaySettings::parse();
     // One connection stays reserved for the relay's advisory lock, so the pool needs a
-    // second one for the work itself.
-    let pool = db::pg_pool(&settings.database.url, settings.database.pool_size.max(2))?;
+    // second one for the work itself and a third for the audit sealer.
+    let pool = db::pg_pool(&settings.database.url, settings.database.pool_size.max(3))?;
     let registry = prometheus::Registry::new();
     let metrics = RelayMetrics::register(&registry)?;
     let readiness = web::health::Readiness::default()
@@ -23,7 +23,13 @@ async fn main() -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     tokio::spawn(web::ops::cancel_on_signal(shutdown.clone()));
+    let sealer = tokio::spawn(medflow_relay::sealer::run(
+        settings.audit.clone(),
+        pool.clone(),
+        shutdown.clone(),
+    ));
     Relay::new(settings, pool, metrics).run(shutdown).await?;
+    let _ = sealer.await;
     server_handle.stop(true).await;
     Ok(())
 }

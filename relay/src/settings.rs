@@ -1,7 +1,7 @@
 use std::net::SocketAddr;
 
 use clap::Parser;
-use medflow_infra::config::{DatabaseSettings, KafkaSettings};
+use medflow_infra::config::{AuditSealSettings, DatabaseSettings, KafkaSettings};
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -46,4 +46,7 @@ pub struct RelaySettings {
         default_value_t = 20
     )]
     pub poll_interval_ms: u64,
+
+    #[command(flatten)]
+    pub audit: AuditSealSettings,
 }

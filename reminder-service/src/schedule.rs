@@ -41,7 +41,7 @@ impl Projection for ReminderSchedule {
         event: &StoredEvent,
     ) -> anyhow::Result<()> {
         anyhow::ensure!(
-            event.event_version == "1",
+            medflow_domain::upcasting::is_current(&event.event_type, &event.event_version),
             "unsupported {} version {}",
             event.event_type,
             event.event_version
@@ -55,6 +55,7 @@ impl Projection for ReminderSchedule {
                 doctor,
                 slot,
                 doctor_time_zone,
+                ..
             } => {
                 let booking = Booking {
                     appointment_id,

@@ -6,8 +6,12 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use medflow_command_api::CommandApiSettings;
+use medflow_infra::audit::signing::CheckpointSigner;
 use medflow_infra::clock;
-use medflow_infra::config::{BookingSettings, DatabaseSettings, KafkaSettings, KeySettings};
+use medflow_infra::config::{
+    AuditSealSettings, AuditVerifySettings, BookingSettings, DatabaseSettings, KafkaSettings,
+    KeySettings,
+};
 use medflow_infra::video::LiveKitSettings;
 use medflow_projectors::framework::metrics::ProjectorMetrics;
 use medflow_query_api::QueryApiSettings;
@@ -16,6 +20,7 @@ use medflow_relay::RelaySettings;
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::database;
 
@@ -30,7 +35,12 @@ pub struct TestEnv {
     /// LiveKit API key and secret of this test run.
     pub livekit_key: String,
     pub livekit_secret: String,
+    /// Ed25519 seed that signs this run's audit checkpoints, and its public key.
+    pub audit_signing_key: String,
+    pub audit_public_key: String,
     shutdown: CancellationToken,
+    /// Relay, projector and reminder tasks, so a test can wait for them to stop.
+    services: TaskTracker,
 }
 
 fn random_key() -> String {
@@ -47,7 +57,14 @@ impl TestEnv {
     pub async fn new() -> Self {
         let database = database::create_test_database().await;
         let suffix = &database["medflow_test_".len()..][..12];
+        let audit_signing_key = CheckpointSigner::generate_seed();
+        let audit_public_key =
+            CheckpointSigner::from_base64_seed(&audit_signing_key.clone().into())
+                .expect("generated seed is valid")
+                .public_key_base64();
         Self {
+            audit_signing_key,
+            audit_public_key,
             topic_prefix: format!("t{suffix}."),
             database,
             brokers: LOCAL_BROKERS.to_owned(),
@@ -56,7 +73,20 @@ impl TestEnv {
             livekit_key: format!("APItest{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
             livekit_secret: random_key(),
             shutdown: CancellationToken::new(),
+            services: TaskTracker::new(),
         }
+    }
+
+    /// Stops the relay, projectors and reminder service of this environment and waits
+    /// until they have let go of their Kafka clients. A test that kills its own broker
+    /// calls this while the broker is still up: a consumer dropped later, with its group
+    /// coordinator gone, can block its thread for minutes while leaving the group.
+    pub async fn stop_services(&self) {
+        self.shutdown.cancel();
+        self.services.close();
+        tokio::time::timeout(Duration::from_secs(60), self.services.wait())
+            .await
+            .expect("relay, projectors and reminders stop within 60 s");
     }
 
     /// Points every service of this environment at another broker.
@@ -114,6 +144,14 @@ impl TestEnv {
             ),
             ("MEDFLOW_LOG_FORMAT".into(), "pretty".into()),
             (
+                "MEDFLOW_AUDIT_SIGNING_KEY".into(),
+                self.audit_signing_key.clone(),
+            ),
+            (
+                "MEDFLOW_AUDIT_PUBLIC_KEYS".into(),
+                self.audit_public_key.clone(),
+            ),
+            (
                 "MEDFLOW_S3_ACCESS_KEY".into(),
                 self.object_store_settings()
                     .access_key
@@ -166,6 +204,9 @@ impl TestEnv {
             session_idle_timeout: Duration::from_secs(1800),
             session_absolute_lifetime: Duration::from_secs(12 * 3600),
             max_wait_ms: 20_000,
+            audit: AuditVerifySettings {
+                public_keys: self.audit_public_key.clone(),
+            },
         }
     }
 
@@ -177,6 +218,14 @@ impl TestEnv {
             name: "main".into(),
             batch_size: 500,
             poll_interval_ms: 10,
+            audit: self.audit_seal_settings(),
+        }
+    }
+
+    pub fn audit_seal_settings(&self) -> AuditSealSettings {
+        AuditSealSettings {
+            signing_key: Some(SecretString::from(self.audit_signing_key.clone())),
+            seal_interval: Duration::from_millis(200),
         }
     }
 
@@ -233,7 +282,7 @@ impl TestEnv {
         let metrics = RelayMetrics::register(&prometheus::Registry::new()).expect("relay metrics");
         let relay = medflow_relay::Relay::new(settings, pool, metrics);
         let run_token = token.clone();
-        tokio::spawn(async move {
+        self.services.spawn(async move {
             if let Err(error) = relay.run(run_token).await {
                 eprintln!("relay failed: {error:#}");
             }
@@ -256,7 +305,7 @@ impl TestEnv {
                 metrics.clone(),
                 token.clone(),
             );
-            tokio::spawn(async move {
+            self.services.spawn(async move {
                 if let Err(error) = task.await {
                     eprintln!("projector failed: {error:#}");
                 }
@@ -295,7 +344,7 @@ impl TestEnv {
         let pool = medflow_infra::db::pg_pool(&settings.database.url, settings.workers + 4)
             .expect("reminder pool");
         let run_token = token.clone();
-        tokio::spawn(async move {
+        self.services.spawn(async move {
             let registry = prometheus::Registry::new();
             if let Err(error) =
                 medflow_reminder_service::run(settings, pool, clock, &registry, run_token).await

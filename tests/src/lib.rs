@@ -7,6 +7,7 @@ pub mod api;
 pub mod broker;
 pub mod database;
 pub mod env;
+pub mod fhir;
 pub mod fixtures;
 pub mod kafka;
 pub mod livekit;

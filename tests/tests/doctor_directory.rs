@@ -602,7 +602,7 @@ async fn admin_reviews_queue_and_downloads_license() {
         .owner_client()
         .await
         .query_one(
-            "SELECT count(*) FROM audit_entries WHERE action = 'doctor.license_document.download' AND target_id = $1",
+            "SELECT count(*) FROM audit_entries WHERE action = 'GET /admin/doctors/{doctor_id}/license-documents/{document_id}/download-url' AND target_type = 'license_document' AND target_id = $1",
             &[&document_id.to_string()],
         )
         .await

@@ -236,6 +236,8 @@ async fn registrations_continue_while_broker_is_down() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
+    // Consumers leave their groups while this test's broker still runs.
+    env.stop_services().await;
 }
 
 #[tokio::test]

@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use medflow_infra::audit::signing::CheckpointSigner;
 use rand::rngs::OsRng;
 use rand::{Rng, RngCore};
+use secrecy::SecretString;
 
 use super::StackLayout;
 
@@ -31,7 +33,9 @@ pub struct EnvEntry {
 /// Ensures `<stack>/secrets.env` contains every development key and returns the file's
 /// path. The keys are `MEDFLOW_MASTER_KEYS` (one 32-byte key with id `k1`) and
 /// `MEDFLOW_INDEX_KEY` (32 bytes), both base64, and the LiveKit API key and secret
-/// (`MEDFLOW_LIVEKIT_API_KEY`, `MEDFLOW_LIVEKIT_API_SECRET`).
+/// (`MEDFLOW_LIVEKIT_API_KEY`, `MEDFLOW_LIVEKIT_API_SECRET`), the audit checkpoint
+/// signing key and its public key (`MEDFLOW_AUDIT_SIGNING_KEY`,
+/// `MEDFLOW_AUDIT_PUBLIC_KEYS`).
 pub fn ensure_platform_secrets(layout: &StackLayout) -> anyhow::Result<PathBuf> {
     let path = layout.root.join("secrets.env");
     ensure_env_file(
@@ -54,10 +58,30 @@ pub fn ensure_platform_secrets(layout: &StackLayout) -> anyhow::Result<PathBuf> 
                 name: "MEDFLOW_LIVEKIT_API_SECRET",
                 generate: || random_string(LIVEKIT_KEY_ALPHABET, 48),
             },
+            EnvEntry {
+                name: "MEDFLOW_AUDIT_SIGNING_KEY",
+                generate: CheckpointSigner::generate_seed,
+            },
         ],
     )?;
+    // The public key is derived from the signing key, so it is written second.
+    let variables = ensure_env_file(&path, &[])?;
+    if !variables.contains_key(AUDIT_PUBLIC_KEYS) {
+        let seed = SecretString::from(variables["MEDFLOW_AUDIT_SIGNING_KEY"].clone());
+        let public = CheckpointSigner::from_base64_seed(&seed)
+            .map_err(anyhow::Error::msg)?
+            .public_key_base64();
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("failed to open {}", path.display()))?;
+        writeln!(file, "{AUDIT_PUBLIC_KEYS}={public}")
+            .with_context(|| format!("failed to write {}", path.display()))?;
+    }
     Ok(path)
 }
+
+const AUDIT_PUBLIC_KEYS: &str = "MEDFLOW_AUDIT_PUBLIC_KEYS";
 
 /// Makes sure the env file at `path` defines every entry, generating and appending the
 /// missing ones, and returns all variables in the file. Values already present are kept,

@@ -97,9 +97,9 @@ pub async fn register(
     body: JsonBody<RegistrationRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let role = match Role::parse("role", &body.role) {
-        Ok(Role::Admin) => Err(FieldError::new(
+        Ok(staff @ (Role::Admin | Role::Compliance)) => Err(FieldError::new(
             "role",
-            "'admin' cannot self-register; expected patient or doctor",
+            format!("'{staff}' cannot self-register; expected patient or doctor"),
         )),
         other => other,
     };

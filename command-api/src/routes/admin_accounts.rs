@@ -25,6 +25,10 @@ pub struct CreateAdminRequest {
     pub email: String,
     pub password: String,
     pub name: String,
+    /// `admin` (the default) or `compliance`: compliance staff replay and verify the
+    /// audit trail and do nothing else.
+    #[serde(default)]
+    pub role: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -39,6 +43,10 @@ impl RequestBody for CreateAdminRequest {
         Field::sensitive("email", JsonKind::String),
         Field::sensitive("password", JsonKind::String),
         Field::sensitive("name", JsonKind::String),
+        Field {
+            required: false,
+            ..Field::required("role", JsonKind::String)
+        },
     ];
 }
 
@@ -70,7 +78,17 @@ pub async fn create_admin(
     body: JsonBody<CreateAdminRequest>,
 ) -> Result<HttpResponse, ApiError> {
     auth.require_role(&[Role::Admin])?;
-    let registration = validate(Ok(Role::Admin), &body.email, &body.name, &body.password)?;
+    let role = match body.role.as_deref().map(|raw| Role::parse("role", raw)) {
+        None => Ok(Role::Admin),
+        Some(Ok(staff @ (Role::Admin | Role::Compliance))) => Ok(staff),
+        Some(Ok(other)) => Err(FieldError::new(
+            "role",
+            format!("'{other}' accounts register themselves; expected admin or compliance"),
+        )),
+        Some(Err(error)) => Err(error),
+    };
+    let role_name = role.as_ref().map_or("invalid", |role| role.as_str());
+    let registration = validate(role, &body.email, &body.name, &body.password)?;
     let committed = register_account(
         &state,
         registration,
@@ -79,7 +97,7 @@ pub async fn create_admin(
     )
     .await?;
     record_aggregate(&request, &committed.aggregate_id);
-    tracing::info!(account_id = %committed.aggregate_id, "admin account created");
+    tracing::info!(account_id = %committed.aggregate_id, role = role_name, "staff account created");
     Ok(HttpResponse::Created().json(CommandAccepted::from(committed)))
 }
 

@@ -11,6 +11,7 @@ use medflow_domain::values::{truncate, AccountId, Role};
 use medflow_domain::FieldError;
 use medflow_infra::event_store::Committed;
 use medflow_infra::sessions::Session;
+use medflow_infra::web::access;
 use medflow_infra::web::auth::Authenticated;
 use medflow_infra::web::json::{Field, JsonBody, JsonKind, RequestBody};
 use medflow_infra::web::problem::Problem;
@@ -362,9 +363,18 @@ pub async fn load_for_party(
         .map_err(|error| {
             ApiError::internal(anyhow::anyhow!("loading an appointment failed: {error}"))
         })?;
+    if let Some(patient) = appointment.patient {
+        access::patient(patient.0);
+    }
     match appointment.party_of(session.account_id) {
         Some(party) if sides.contains(&party) => Ok(appointment),
-        _ => Err(not_found(appointment_id)),
+        _ => {
+            // Recorded as a denied attempt when the appointment exists.
+            if appointment.patient.is_some() {
+                access::denied();
+            }
+            Err(not_found(appointment_id))
+        }
     }
 }
 

@@ -22,6 +22,20 @@ use medflow_infra::web::{request_id, resource};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+/// Routes whose rejected requests leave no access entry: registration and login record
+/// their own security entries, and LiveKit webhooks come from a server, not a person.
+/// Every other rejected command (denied, invalid, conflicting) is recorded.
+pub const UNAUDITED_ROUTES: &[&str] = &[
+    "/accounts",
+    "/sessions",
+    "/webhooks/livekit",
+    "/health/",
+    "/metrics",
+    "/openapi.json",
+    "/docs",
+    "/docs/",
+];
+
 pub fn configure(config: &mut web::ServiceConfig) {
     config
         .service(resource("/accounts", "POST").route(web::post().to(accounts::register)))

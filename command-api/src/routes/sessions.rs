@@ -82,17 +82,19 @@ pub async fn login(
     let attempt = |actor: Option<AccountId>, outcome| AuditEntry {
         actor_id: actor,
         actor_role: None,
-        action: "session.login",
-        target_type: Some("account"),
+        action: "session.login".into(),
+        target_type: Some("account".into()),
         target_id: actor.map(|id| id.to_string()),
         outcome,
         request_id: request_id::current(),
         client_address_index: Some(state.index.client_address(address)),
+        patient_id: None,
+        client_address: None,
     };
 
     if let Err(wait) = state.login_limiter.check(&email_index, address) {
         let mut entry = attempt(None, Outcome::Failure);
-        entry.action = "session.login.rate_limited";
+        entry.action = "session.login.rate_limited".into();
         state
             .audit
             .record(&entry)
@@ -142,7 +144,7 @@ pub async fn login(
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("registered account without role")))?;
     if account.status == AccountStatus::Suspended {
         let mut entry = attempt(known, Outcome::Failure);
-        entry.action = "session.login.suspended";
+        entry.action = "session.login.suspended".into();
         state
             .audit
             .record(&entry)
@@ -249,12 +251,14 @@ async fn record_logout(
     let entry = AuditEntry {
         actor_id: Some(auth.session.account_id),
         actor_role: Some(auth.session.role),
-        action,
-        target_type: Some("session"),
+        action: action.into(),
+        target_type: Some("session".into()),
         target_id: Some(auth.session.session_id.to_string()),
         outcome: Outcome::Success,
         request_id: request_id::current(),
         client_address_index: None,
+        patient_id: None,
+        client_address: None,
     };
     state.audit.record(&entry).await.map_err(ApiError::internal)
 }

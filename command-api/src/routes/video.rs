@@ -69,12 +69,14 @@ pub async fn video_token(
     let mut audit = AuditEntry {
         actor_id: Some(auth.session.account_id),
         actor_role: Some(auth.session.role),
-        action: "appointment.video_token",
-        target_type: Some("appointment"),
+        action: "appointment.video_token".into(),
+        target_type: Some("appointment".into()),
         target_id: Some(appointment_id.to_string()),
         outcome: Outcome::Failure,
         request_id: request_id::current(),
         client_address_index: None,
+        patient_id: None,
+        client_address: None,
     };
     let result = issue(&state, &auth, appointment_id).await;
     if result.is_ok() {

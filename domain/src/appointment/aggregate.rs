@@ -6,7 +6,7 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
-use super::{AppointmentCommand, AppointmentError, AppointmentEvent, Party};
+use super::{AppointmentCommand, AppointmentError, AppointmentEvent, ConsultationKind, Party};
 use crate::availability::TimeRange;
 use crate::values::AccountId;
 
@@ -131,6 +131,7 @@ impl Aggregate for Appointment {
                     doctor,
                     slot,
                     doctor_time_zone,
+                    consultation: ConsultationKind::Video,
                 }
             }
             AppointmentCommand::Reschedule { to, now } => {
@@ -232,6 +233,7 @@ impl Aggregate for Appointment {
                 doctor,
                 slot,
                 doctor_time_zone,
+                ..
             } => {
                 self.status = AppointmentStatus::Booked;
                 self.patient = Some(patient);

@@ -32,6 +32,14 @@ pub enum VideoActivity {
     RoomFinished,
 }
 
+/// How the consultation takes place. Only video today; stated in every booking since
+/// event version 2 so that other kinds can follow without guessing old bookings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsultationKind {
+    Video,
+}
+
 /// Facts about an appointment. People appear only as account ids; the cancellation
 /// reason is sealed under the patient's data key because it may describe their health.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,6 +50,7 @@ pub enum AppointmentEvent {
         slot: TimeRange,
         /// The doctor's IANA time zone when the appointment was booked, for display.
         doctor_time_zone: String,
+        consultation: ConsultationKind,
     },
     AppointmentRescheduled {
         from: TimeRange,
@@ -87,6 +96,11 @@ impl DomainEvent for AppointmentEvent {
     }
 
     fn event_version(&self) -> String {
-        "1".to_owned()
+        match self {
+            // Version 2 added `consultation`; see `upcasting`.
+            AppointmentEvent::AppointmentBooked { .. } => "2",
+            _ => "1",
+        }
+        .to_owned()
     }
 }

@@ -15,4 +15,4 @@ mod events;
 pub use aggregate::{Appointment, AppointmentStatus, MAX_REMEMBERED_WEBHOOKS};
 pub use commands::AppointmentCommand;
 pub use error::AppointmentError;
-pub use events::{AppointmentEvent, Party, VideoActivity};
+pub use events::{AppointmentEvent, ConsultationKind, Party, VideoActivity};

@@ -52,6 +52,7 @@ impl FromRequest for Authenticated {
         let token = bearer_token(request);
         let store = request.app_data::<web::Data<SessionStore>>().cloned();
         let root_span = request.extensions().get::<RootSpan>().cloned();
+        let request = request.clone();
         Box::pin(async move {
             let token = token.ok_or(ApiError::Unauthorized(
                 "send 'Authorization: Bearer <session token>'",
@@ -70,6 +71,8 @@ impl FromRequest for Authenticated {
                 span.record("actor_id", tracing::field::display(session.account_id));
                 span.record("actor_role", session.role.as_str());
             }
+            // The access log reads the caller from here once the response is ready.
+            request.extensions_mut().insert(session.clone());
             Ok(Authenticated { session })
         })
     }

@@ -1,5 +1,6 @@
 //! HTTP plumbing shared by the command and query APIs.
 
+pub mod access;
 pub mod auth;
 pub mod health;
 pub mod json;

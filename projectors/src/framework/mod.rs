@@ -1,13 +1,15 @@
 //! The projection framework: the [`Projection`] trait, idempotent application,
-//! the Kafka runner, rebuilds and lag metrics.
+//! the Kafka runner, rebuilds, the rebuild check and lag metrics.
 
 mod apply;
 pub mod metrics;
 mod rebuild;
+pub mod rebuild_check;
 mod runner;
 
 pub use apply::{apply_event, Applied};
 pub use rebuild::rebuild;
+pub use rebuild_check::{check_read_models, CheckReport};
 pub use runner::{group_id, run};
 
 use async_trait::async_trait;
@@ -23,7 +25,9 @@ pub trait Projection: Send + Sync + 'static {
     /// Aggregate types (and so topics) this projection consumes.
     fn aggregate_types(&self) -> &'static [&'static str];
 
-    /// Tables that hold this projection's state; a rebuild truncates them.
+    /// Tables that hold this projection's state; a rebuild truncates them. `apply` must
+    /// name them without a schema and write no other table, because the rebuild check
+    /// redirects these names to temporary copies through `search_path`.
     fn tables(&self) -> &'static [&'static str];
 
     /// Applies one event inside the framework's transaction. Events reach it in sequence

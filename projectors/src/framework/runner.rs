@@ -94,7 +94,9 @@ async fn handle(
     let decoded = match message.payload() {
         None => Err("empty payload".to_owned()),
         Some(payload) => {
-            serde_json::from_slice::<StoredEvent>(payload).map_err(|error| error.to_string())
+            serde_json::from_slice::<StoredEvent>(payload)
+                .map(StoredEvent::upcast)
+                .map_err(|error| error.to_string())
         }
     };
     let event = match decoded {

@@ -30,7 +30,7 @@ impl Projection for AccountsProjection {
         event: &StoredEvent,
     ) -> anyhow::Result<()> {
         anyhow::ensure!(
-            event.event_version == "1",
+            medflow_domain::upcasting::is_current(&event.event_type, &event.event_version),
             "unsupported {} version {}",
             event.event_type,
             event.event_version

@@ -34,7 +34,7 @@ impl Projection for AppointmentsProjection {
         event: &StoredEvent,
     ) -> anyhow::Result<()> {
         anyhow::ensure!(
-            event.event_version == "1",
+            medflow_domain::upcasting::is_current(&event.event_type, &event.event_version),
             "unsupported {} version {}",
             event.event_type,
             event.event_version
@@ -47,6 +47,7 @@ impl Projection for AppointmentsProjection {
             doctor,
             slot,
             doctor_time_zone,
+            ..
         } = &payload
         {
             transaction

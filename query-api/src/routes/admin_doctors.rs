@@ -4,10 +4,10 @@ use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use medflow_domain::values::{truncate, Role};
 use medflow_domain::FieldError;
-use medflow_infra::audit::{AuditEntry, Outcome};
+use medflow_infra::web::access;
 use medflow_infra::web::auth::Authenticated;
 use medflow_infra::web::problem::Problem;
-use medflow_infra::web::{request_id, ApiError};
+use medflow_infra::web::ApiError;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -133,6 +133,7 @@ pub async fn document_download_url(
     };
     let doctor_id = parse("doctor_id", &raw_doctor)?;
     let document_id = parse("document_id", &raw_document)?;
+    access::target("license_document", document_id);
 
     let client = state.pool.get().await.map_err(ApiError::internal)?;
     let row = client
@@ -156,21 +157,6 @@ pub async fn document_download_url(
     let (url, expires_at) = state
         .object_store
         .presign_download(&document.object_key)
-        .await
-        .map_err(ApiError::internal)?;
-    let entry = AuditEntry {
-        actor_id: Some(auth.session.account_id),
-        actor_role: Some(auth.session.role),
-        action: "doctor.license_document.download",
-        target_type: Some("license_document"),
-        target_id: Some(document_id.to_string()),
-        outcome: Outcome::Success,
-        request_id: request_id::current(),
-        client_address_index: None,
-    };
-    state
-        .audit
-        .record(&entry)
         .await
         .map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok().json(DownloadUrl { url, expires_at }))

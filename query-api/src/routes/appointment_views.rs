@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use medflow_infra::crypto::keys::KeyRing;
+use medflow_infra::web::access;
 use medflow_infra::web::ApiError;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -52,6 +53,8 @@ impl AppointmentView {
         with_reason: bool,
     ) -> Result<Self, ApiError> {
         let patient_id: Uuid = row.get(1);
+        // Every appointment a response carries names its patient in the access entry.
+        access::patient(patient_id);
         let cancellation_reason = match row.get::<_, Option<serde_json::Value>>(8) {
             Some(sealed) if with_reason => {
                 open(keys, patient_id, "appointment_cancel_reason", sealed).await?

@@ -8,6 +8,7 @@ use chrono::{DateTime, Days, NaiveDate, NaiveTime, TimeDelta, TimeZone, Utc};
 use medflow_domain::availability::DoctorTimeZone;
 use medflow_domain::values::{truncate, Role};
 use medflow_domain::FieldError;
+use medflow_infra::web::access;
 use medflow_infra::web::auth::Authenticated;
 use medflow_infra::web::problem::Problem;
 use medflow_infra::web::ApiError;
@@ -56,6 +57,7 @@ pub async fn appointment(
             format!("'{}' is not a valid UUID", truncate(&path, 40)),
         )
     })?;
+    access::target("appointment", appointment_id);
     if let Some((sequence, timeout)) = wait.parse(state.max_wait_ms)? {
         wait_for(
             &state.pool,
@@ -80,6 +82,8 @@ pub async fn appointment(
     let row = row.ok_or_else(not_found)?;
     let is_party = row.get::<_, Uuid>(1) == caller || row.get::<_, Uuid>(2) == caller;
     if !is_party && auth.session.role != Role::Admin {
+        access::patient(row.get(1));
+        access::denied();
         return Err(not_found());
     }
     let view = AppointmentView::from_row(&row, &state.keys, is_party).await?;
@@ -130,6 +134,8 @@ pub async fn patient_appointments(
     params: web::Query<PatientListParams>,
 ) -> Result<HttpResponse, ApiError> {
     auth.require_role(&[Role::Patient])?;
+    access::target("patient", auth.session.account_id);
+    access::patient(auth.session.account_id.0);
     let mut errors = Vec::new();
     let status = params.status.as_deref().and_then(|raw| {
         if STATUSES.contains(&raw) {
@@ -297,6 +303,7 @@ pub async fn doctor_schedule(
     };
 
     let doctor = auth.session.account_id.0;
+    access::target("doctor_schedule", doctor);
     let client = state.pool.get().await.map_err(ApiError::internal)?;
     let zone_name: String = client
         .query_opt(

@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod admin_doctors;
 pub mod appointment_views;
 pub mod appointments;
+pub mod audit;
 pub mod bookings;
 pub mod doctor_views;
 pub mod doctors;
@@ -11,13 +12,27 @@ pub mod notifications;
 
 use actix_web::web;
 use chrono::{DateTime, Utc};
+use medflow_domain::values::Role;
 use medflow_domain::values::SealedValue;
 use medflow_infra::crypto::keys::KeyRing;
 use medflow_infra::crypto::CryptoError;
-use medflow_infra::web::{resource, ApiError};
+use medflow_infra::web::{access, resource, ApiError};
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
+
+/// Routes that serve no personal data of patients, so requests to them leave no access
+/// entry (see `medflow_infra::web::access`). Every other route is recorded; a new route
+/// is recorded unless it is added here. An item ending in `/` covers every route under it.
+pub const PUBLIC_ROUTES: &[&str] = &[
+    "/doctors",
+    "/doctors/{doctor_id}/slots",
+    "/health/",
+    "/metrics",
+    "/openapi.json",
+    "/docs",
+    "/docs/",
+];
 
 pub fn configure(config: &mut web::ServiceConfig) {
     config
@@ -53,6 +68,9 @@ pub fn configure(config: &mut web::ServiceConfig) {
             resource("/admin/appointments/overview", "GET")
                 .route(web::get().to(appointments::admin_overview)),
         )
+        .service(resource("/audit/records", "GET").route(web::get().to(audit::records)))
+        .service(resource("/audit/fhir", "GET").route(web::get().to(audit::fhir)))
+        .service(resource("/admin/audit/verify", "GET").route(web::get().to(audit::verify)))
         .service(resource("/notifications", "GET").route(web::get().to(notifications::list)))
         .service(
             resource("/notifications/stream", "GET").route(web::get().to(notifications::stream)),
@@ -83,6 +101,9 @@ pub const ACCOUNT_COLUMNS: &str =
 impl AccountView {
     pub async fn from_row(row: &tokio_postgres::Row, keys: &KeyRing) -> Result<Self, ApiError> {
         let account_id: Uuid = row.get(0);
+        if row.get::<_, &str>(1) == Role::Patient.as_str() {
+            access::patient(account_id);
+        }
         let email: serde_json::Value = row.get(3);
         let name: serde_json::Value = row.get(4);
         Ok(Self {

@@ -8,9 +8,10 @@ use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use futures::StreamExt;
-use medflow_domain::values::truncate;
+use medflow_domain::values::{truncate, Role};
 use medflow_domain::FieldError;
 use medflow_infra::sessions::SessionStore;
+use medflow_infra::web::access;
 use medflow_infra::web::auth::Authenticated;
 use medflow_infra::web::problem::Problem;
 use medflow_infra::web::ApiError;
@@ -122,6 +123,7 @@ pub async fn list(
     }
 
     let recipient = auth.session.account_id.0;
+    note_recipient(&auth);
     let client = state.pool.get().await.map_err(ApiError::internal)?;
     let rows = client
         .query(
@@ -165,6 +167,7 @@ pub async fn stream(
     sessions: web::Data<SessionStore>,
 ) -> HttpResponse {
     let recipient = auth.session.account_id.0;
+    note_recipient(&auth);
     let session_id = auth.session.session_id;
     let pool = state.pool.clone();
 
@@ -264,4 +267,12 @@ async fn load(pool: &Pool, notification_id: Uuid) -> anyhow::Result<Option<Notif
         )
         .await?;
     Ok(row.as_ref().map(NotificationView::from_row))
+}
+
+/// Notifications are about the recipient's appointments: a patient's are patient data.
+fn note_recipient(auth: &Authenticated) {
+    access::target("notifications", auth.session.account_id);
+    if auth.session.role == Role::Patient {
+        access::patient(auth.session.account_id.0);
+    }
 }

@@ -1,0 +1,585 @@
+//! Audit replay and verify: events per second of `medflow audit replay --kind events`,
+//! of `GET /audit/records?kind=events`, of `medflow audit seal` and of
+//! `medflow audit verify`, each against a raw `COPY (SELECT …) TO STDOUT` of the same
+//! rows in the same run, and the replaying process's peak resident set size.
+//!
+//! The events are inserted straight into the `events` table with SQL, one statement
+//! per sequence number and chunk of aggregates, so the `seal_event` trigger still
+//! computes every hash chain link and `event_subjects` row. The table is filled up to
+//! each requested total (100 000 and 1 000 000 by default) and measured at each.
+//! The relay and projectors are stopped first: they would copy the synthetic events
+//! to Kafka and project them while the run measures.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures::TryStreamExt;
+use medflow_tests::api::{unique_email, PASSWORD};
+use serde_json::json;
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+use crate::child::{self, ChildRun, Memory};
+use crate::seed::Seeded;
+
+/// Aggregates whose events one round of inserts writes; the statement for sequence 1
+/// inserts one row per aggregate, so no statement inserts more than this many rows.
+const CHUNK_AGGREGATES: i64 = 50_000;
+/// Events of synthetic aggregate `g`, from 1 to 5, as SQL over the column `g`.
+/// `events_of` computes the same in Rust.
+const EVENTS_OF_SQL: &str = "1 + (g * 3) % 5";
+const MAX_EVENTS_PER_AGGREGATE: i64 = 5;
+/// Distinct patients and doctors the synthetic appointments are spread over.
+const PATIENTS: i64 = 50_000;
+const DOCTORS: i64 = 500;
+
+/// Target ratio of replay (and verify) events per second to the COPY baseline's.
+const TARGET_RATIO: f64 = 0.3;
+/// Target replay throughput, in events per second.
+const TARGET_EVENTS_PER_SECOND: f64 = 100_000.0;
+
+/// The columns `medflow audit replay` selects for events. Keep in line with
+/// `EVENT_COLUMNS` in infra/src/audit/replay.rs, which is private to that module.
+const REPLAY_SELECT: &str = "SELECT e.global_position, e.recorded_at, e.aggregate_type, \
+     e.aggregate_id, e.sequence, e.event_type, e.event_version, e.payload::text, \
+     e.metadata::text, \
+     (SELECT subject_id FROM event_subjects s \
+       WHERE s.aggregate_type = e.aggregate_type AND s.aggregate_id = e.aggregate_id LIMIT 1) \
+     FROM events e ORDER BY e.global_position";
+/// The same columns without the per-row `event_subjects` lookup, to show its share.
+const PLAIN_SELECT: &str = "SELECT e.global_position, e.recorded_at, e.aggregate_type, \
+     e.aggregate_id, e.sequence, e.event_type, e.event_version, e.payload::text, \
+     e.metadata::text FROM events e ORDER BY e.global_position";
+/// The columns `medflow audit verify` reads (`EVENT_HASH_COLUMNS` in
+/// infra/src/audit/chain.rs).
+const VERIFY_SELECT: &str = "SELECT global_position, aggregate_type, aggregate_id, sequence, \
+     event_type, event_version, payload::text, metadata::text, transaction_id::text, \
+     recorded_at, hash FROM events ORDER BY global_position";
+
+/// One timed pass over the events.
+#[derive(Debug, Clone, Copy)]
+pub struct Pass {
+    pub events: u64,
+    pub bytes: u64,
+    pub elapsed: Duration,
+    pub memory: Option<Memory>,
+}
+
+impl Pass {
+    fn events_per_second(&self) -> f64 {
+        self.events as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn from_child(run: &ChildRun, events: u64) -> Self {
+        Self {
+            events,
+            bytes: run.stdout_bytes,
+            elapsed: run.elapsed,
+            memory: Some(run.memory),
+        }
+    }
+}
+
+/// Measurements at one size of the event table.
+pub struct Step {
+    /// Rows in `events`, synthetic ones and those written before the scenario.
+    pub events: u64,
+    pub inserted: u64,
+    pub insert_elapsed: Duration,
+    pub average_payload_bytes: f64,
+    pub average_metadata_bytes: f64,
+    pub copy: Pass,
+    pub copy_plain: Pass,
+    pub copy_verify_columns: Pass,
+    pub replay: Pass,
+    pub replay_http: Pass,
+    pub seal: Pass,
+    pub seal_output: String,
+    pub verify: Pass,
+    pub verify_output: String,
+}
+
+pub struct AuditReport {
+    pub steps: Vec<Step>,
+}
+
+impl AuditReport {
+    pub fn lines(&self) -> String {
+        let mut text = String::new();
+        for step in &self.steps {
+            text.push_str(&step.lines());
+            text.push('\n');
+        }
+        if let (Some(first), Some(last)) = (self.steps.first(), self.steps.last()) {
+            if self.steps.len() > 1 {
+                text.push_str(&format!(
+                    "replay peak RSS: {} at {} events, {} at {} events\n",
+                    peak(first.replay.memory),
+                    first.events,
+                    peak(last.replay.memory),
+                    last.events,
+                ));
+            }
+        }
+        text.trim_end().to_owned()
+    }
+}
+
+impl Step {
+    fn lines(&self) -> String {
+        let copy_rate = self.copy.events_per_second();
+        let row = |label: &str, pass: &Pass| {
+            let rate = pass.events_per_second();
+            format!(
+                "  {label:<46} {:>9} {:>8.2} {:>11.0} {:>7.3} {:>10.1} {:>22}\n",
+                pass.events,
+                pass.elapsed.as_secs_f64(),
+                rate,
+                rate / copy_rate,
+                pass.bytes as f64 / (1024.0 * 1024.0),
+                peak(pass.memory),
+            )
+        };
+        let mut text = format!(
+            "audit replay at {} events ({} inserted in {:.1} s, {:.0} events/s through the sealing trigger; \
+             average payload {:.0} B, metadata {:.0} B):\n",
+            self.events,
+            self.inserted,
+            self.insert_elapsed.as_secs_f64(),
+            self.inserted as f64 / self.insert_elapsed.as_secs_f64(),
+            self.average_payload_bytes,
+            self.average_metadata_bytes,
+        );
+        text.push_str(&format!(
+            "  {:<46} {:>9} {:>8} {:>11} {:>7} {:>10} {:>22}\n",
+            "pass", "events", "seconds", "events/s", "ratio", "MiB out", "peak RSS (max VmRSS)"
+        ));
+        text.push_str(&row(
+            "COPY (replay's SELECT) TO STDOUT [baseline]",
+            &self.copy,
+        ));
+        text.push_str(&row(
+            "COPY without the event_subjects lookup",
+            &self.copy_plain,
+        ));
+        text.push_str(&row(
+            "COPY (verify's SELECT) TO STDOUT",
+            &self.copy_verify_columns,
+        ));
+        text.push_str(&row("medflow audit replay --kind events", &self.replay));
+        text.push_str(&row("GET /audit/records?kind=events", &self.replay_http));
+        text.push_str(&row("medflow audit seal (new rows only)", &self.seal));
+        text.push_str(&row("medflow audit verify", &self.verify));
+        let met = |yes: bool| if yes { "met" } else { "NOT met" };
+        let replay_rate = self.replay.events_per_second();
+        let verify_rate = self.verify.events_per_second();
+        text.push_str(&format!(
+            "  targets: replay/COPY {:.3} >= {TARGET_RATIO}: {}; replay {:.0} events/s >= {TARGET_EVENTS_PER_SECOND:.0}: {}; \
+             verify/COPY {:.3} >= {TARGET_RATIO}: {}; verify {:.0} events/s >= {TARGET_EVENTS_PER_SECOND:.0}: {}\n",
+            replay_rate / copy_rate,
+            met(replay_rate / copy_rate >= TARGET_RATIO),
+            replay_rate,
+            met(replay_rate >= TARGET_EVENTS_PER_SECOND),
+            verify_rate / copy_rate,
+            met(verify_rate / copy_rate >= TARGET_RATIO),
+            verify_rate,
+            met(verify_rate >= TARGET_EVENTS_PER_SECOND),
+        ));
+        text.push_str(&format!(
+            "  seal: {}\n",
+            self.seal_output.trim().replace('\n', "; ")
+        ));
+        text.push_str(&format!(
+            "  verify: {}",
+            self.verify_output.trim().replace('\n', "; ")
+        ));
+        text
+    }
+}
+
+fn peak(memory: Option<Memory>) -> String {
+    let mib = |kib: u64| format!("{:.1} MiB", kib as f64 / 1024.0);
+    match memory {
+        None => "-".to_owned(),
+        Some(memory) => format!(
+            "{} ({})",
+            memory.peak_rss_kib.map_or("?".to_owned(), mib),
+            memory.max_sampled_rss_kib.map_or("?".to_owned(), mib)
+        ),
+    }
+}
+
+/// Stops the relay and projectors of `seeded`, fills its event table up to each total
+/// in `totals` (ascending) and measures every pass at each size. `medflow` is the
+/// release build of the operator command.
+pub async fn run(seeded: &Seeded, totals: &[u64], medflow: &Path) -> anyhow::Result<AuditReport> {
+    anyhow::ensure!(
+        medflow.exists(),
+        "{} is missing; build it with `cargo build --release -p medflow-cli` or pass --medflow-bin",
+        medflow.display()
+    );
+    anyhow::ensure!(
+        totals.windows(2).all(|pair| pair[0] < pair[1]),
+        "--audit-events must be ascending, got {totals:?}"
+    );
+    // The session is created while the projectors still run; the query API stays up.
+    let compliance = compliance_token(seeded).await?;
+    seeded.env.stop_services().await;
+
+    let keys = signing_keys(seeded, medflow).await?;
+    let owner = seeded.env.owner_client().await;
+    let reader = seeded.env.app_client().await;
+    let tag = Uuid::new_v4().simple().to_string();
+    let mut next_aggregate = 0;
+    let mut steps = Vec::with_capacity(totals.len());
+    for &total in totals {
+        let existing = count_events(&owner).await?;
+        let wanted = total.saturating_sub(existing);
+        if existing > total {
+            eprintln!(
+                "audit replay: the table already holds {existing} events, more than {total}; measuring as is"
+            );
+        }
+        eprintln!("audit replay: inserting {wanted} events to reach {total}");
+        let started = Instant::now();
+        next_aggregate = insert_events(&owner, &tag, next_aggregate, wanted).await?;
+        let insert_elapsed = started.elapsed();
+        // Every pass then reads a vacuumed table with hint bits set, as autovacuum
+        // would leave it, instead of the first pass paying for that.
+        owner
+            .batch_execute("VACUUM (ANALYZE) events; VACUUM (ANALYZE) event_subjects")
+            .await?;
+        let step = measure(
+            seeded,
+            &owner,
+            &reader,
+            medflow,
+            &keys,
+            &compliance,
+            wanted,
+            insert_elapsed,
+        )
+        .await?;
+        eprintln!("{}", step.lines());
+        steps.push(step);
+    }
+    Ok(AuditReport { steps })
+}
+
+/// Environment of the `medflow` runs: the benchmark database and a newly generated
+/// signing key, trusted together with the key the relay sealed earlier ranges with.
+struct Keys {
+    envs: Vec<(String, String)>,
+}
+
+async fn signing_keys(seeded: &Seeded, medflow: &Path) -> anyhow::Result<Keys> {
+    let generated = child::run(medflow, &["audit", "generate-key"], &[]).await?;
+    generated.ensure_success("medflow audit generate-key")?;
+    let signing_key = generated.stdout_head.trim().to_owned();
+    let mut envs = seeded.env.env_vars();
+    envs.retain(|(key, _)| !key.starts_with("MEDFLOW_AUDIT_"));
+    envs.push(("MEDFLOW_AUDIT_SIGNING_KEY".into(), signing_key));
+    let public = child::run(medflow, &["audit", "public-key"], &envs).await?;
+    public.ensure_success("medflow audit public-key")?;
+    envs.push((
+        "MEDFLOW_AUDIT_PUBLIC_KEYS".into(),
+        format!(
+            "{},{}",
+            seeded.env.audit_public_key,
+            public.stdout_head.trim()
+        ),
+    ));
+    Ok(Keys { envs })
+}
+
+/// Creates an admin, lets it create a compliance account through
+/// `POST /admin/accounts` and returns a session token of that account.
+async fn compliance_token(seeded: &Seeded) -> anyhow::Result<String> {
+    let admin_email = unique_email("bench.admin");
+    seeded.env.create_admin(&admin_email).await;
+    let admin = seeded.api.login_ok(&admin_email).await;
+    let email = unique_email("bench.compliance");
+    let response = seeded
+        .api
+        .command_post(
+            &admin.token,
+            "/admin/accounts",
+            json!({"email": email, "name": "Bench Auditor", "password": PASSWORD, "role": "compliance"}),
+        )
+        .await;
+    let status = response.status();
+    anyhow::ensure!(
+        status.as_u16() == 201,
+        "POST /admin/accounts for a compliance account returned {status}: {}",
+        response.text().await.unwrap_or_default()
+    );
+    Ok(seeded.api.login_ok(&email).await.token)
+}
+
+async fn count_events(client: &Client) -> anyhow::Result<u64> {
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM events", &[])
+        .await?
+        .get(0);
+    Ok(count as u64)
+}
+
+/// Events of synthetic aggregate `aggregate`; the same formula as `EVENTS_OF_SQL`.
+fn events_of(aggregate: i64) -> i64 {
+    1 + (aggregate * 3) % 5
+}
+
+/// Inserts exactly `count` events of appointments numbered from `first_aggregate` on
+/// and returns the number of the next unused aggregate. The last aggregate may get
+/// fewer events than `events_of` gives, so that the count comes out exact.
+async fn insert_events(
+    client: &Client,
+    tag: &str,
+    first_aggregate: i64,
+    count: u64,
+) -> anyhow::Result<i64> {
+    if count == 0 {
+        return Ok(first_aggregate);
+    }
+    let mut last = first_aggregate;
+    let mut remaining = count as i64;
+    while remaining > events_of(last) {
+        remaining -= events_of(last);
+        last += 1;
+    }
+    let last_count = remaining;
+
+    let mut chunk_start = first_aggregate;
+    while chunk_start <= last {
+        let chunk_end = (chunk_start + CHUNK_AGGREGATES - 1).min(last);
+        // Sequence 1 of every aggregate of the chunk before its sequence 2, and so on:
+        // the trigger chains each event to its predecessor, which must exist.
+        for sequence in 1..=MAX_EVENTS_PER_AGGREGATE {
+            let sql = insert_sql(tag, chunk_start, chunk_end, last, last_count, sequence);
+            client.execute(sql.as_str(), &[]).await?;
+        }
+        chunk_start = chunk_end + 1;
+    }
+    Ok(last + 1)
+}
+
+/// One `INSERT … SELECT` of event `sequence` of aggregates `first..=upto` that have that
+/// many events. Sequence 1 is an `AppointmentBooked` (every tenth one in the old
+/// version 1 without `consultation`, which the replay upcasts), the last of two or more
+/// is an `AppointmentCancelled` with a sealed reason of 240 to 704 bytes, and those in
+/// between are `AppointmentRescheduled`. The values are derived from `g` with `md5`, so
+/// every run writes the same shapes; only `tag` makes the aggregate ids unique.
+fn insert_sql(
+    tag: &str,
+    first: i64,
+    upto: i64,
+    last: i64,
+    last_count: i64,
+    sequence: i64,
+) -> String {
+    const STAMP: &str = "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'";
+    let stamp = |at: &str| format!("to_char(({at}) AT TIME ZONE 'UTC', {STAMP})");
+    let range = |start: &str| {
+        format!(
+            "format('{{\"start\":\"%s\",\"end\":\"%s\"}}', {}, {})",
+            stamp(start),
+            stamp(&format!("{start} + interval '30 minutes'"))
+        )
+    };
+    let booked = format!(
+        "format('{{\"AppointmentBooked\":{{\"patient\":\"%s\",\"doctor\":\"%s\",\"slot\":%s,\"doctor_time_zone\":\"%s\"%s}}}}',
+                a.patient, a.doctor, {}, a.zone,
+                CASE WHEN a.g % 10 = 0 THEN '' ELSE ',\"consultation\":\"video\"' END)",
+        range("a.slot")
+    );
+    let rescheduled = format!(
+        "format('{{\"AppointmentRescheduled\":{{\"from\":%s,\"to\":%s}}}}', {}, {})",
+        range(&format!("a.slot + interval '{} days'", sequence - 2)),
+        range(&format!("a.slot + interval '{} days'", sequence - 1)),
+    );
+    let base64 =
+        |hex: &str| format!("translate(encode(decode({hex}, 'hex'), 'base64'), E'\\n', '')");
+    let cancelled = format!(
+        "format('{{\"AppointmentCancelled\":{{\"cancelled_by\":\"patient\",\"actor\":\"%s\",\"reason\":{{\"key_id\":\"%s\",\"nonce\":\"%s\",\"ciphertext\":\"%s\"}}}}}}',
+                a.patient, md5('key:' || a.patient)::uuid, {}, {})",
+        base64("substr(md5('nonce:' || a.id), 1, 24)"),
+        base64("repeat(md5('reason:' || a.id), 15 + a.g % 30)"),
+    );
+    let (event_type, version, payload) = if sequence == 1 {
+        (
+            "'AppointmentBooked'".to_owned(),
+            "CASE WHEN a.g % 10 = 0 THEN '1' ELSE '2' END".to_owned(),
+            booked,
+        )
+    } else {
+        (
+            format!("CASE WHEN a.n = {sequence} THEN 'AppointmentCancelled' ELSE 'AppointmentRescheduled' END"),
+            "'1'".to_owned(),
+            format!("CASE WHEN a.n = {sequence} THEN {cancelled} ELSE {rescheduled} END"),
+        )
+    };
+    format!(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
+                             payload, metadata)
+         SELECT 'appointment', a.id, {sequence}, {event_type}, {version}, ({payload})::json,
+                format('{{\"actor_id\":\"%s\",\"actor_role\":\"patient\",\"request_id\":\"%s\"}}',
+                       a.patient, md5('request:' || a.id || ':{sequence}')::uuid)::json
+         FROM (SELECT g,
+                      md5('{tag}:' || g)::uuid::text AS id,
+                      md5('patient:' || g % {PATIENTS})::uuid::text AS patient,
+                      md5('doctor:' || g % {DOCTORS})::uuid::text AS doctor,
+                      (ARRAY['Europe/Berlin', 'America/New_York', 'Asia/Kolkata',
+                             'Australia/Sydney', 'Europe/London'])[1 + g % 5] AS zone,
+                      timestamptz '2027-01-04 08:00:00+00' + (g % 20000) * interval '30 minutes' AS slot,
+                      CASE WHEN g = {last} THEN {last_count} ELSE {EVENTS_OF_SQL} END AS n
+               FROM generate_series({first}::bigint, {upto}::bigint) AS g) AS a
+         WHERE a.n >= {sequence}
+         ORDER BY a.g"
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn measure(
+    seeded: &Seeded,
+    owner: &Client,
+    reader: &Client,
+    medflow: &Path,
+    keys: &Keys,
+    compliance: &str,
+    inserted: u64,
+    insert_elapsed: Duration,
+) -> anyhow::Result<Step> {
+    let events = count_events(owner).await?;
+    let sizes = owner
+        .query_one(
+            "SELECT avg(octet_length(payload::text))::float8, avg(octet_length(metadata::text))::float8
+             FROM events",
+            &[],
+        )
+        .await?;
+
+    // A first pass reads the table into the caches; the timed passes follow.
+    copy_out(reader, PLAIN_SELECT).await?;
+    let copy = copy_out(reader, REPLAY_SELECT).await?;
+    let copy_plain = copy_out(reader, PLAIN_SELECT).await?;
+    let copy_verify_columns = copy_out(reader, VERIFY_SELECT).await?;
+    ensure_count("COPY", copy.events, events)?;
+
+    eprintln!("audit replay: medflow audit replay over {events} events");
+    let replay_run = child::run(
+        medflow,
+        &["audit", "replay", "--kind", "events", "--format", "jsonl"],
+        &keys.envs,
+    )
+    .await?;
+    replay_run.ensure_success("medflow audit replay")?;
+    ensure_count("medflow audit replay", replay_run.stdout_lines, events)?;
+    let replay = Pass::from_child(&replay_run, replay_run.stdout_lines);
+
+    eprintln!("audit replay: GET /audit/records over {events} events");
+    let replay_http = replay_over_http(seeded, compliance).await?;
+    ensure_count("GET /audit/records", replay_http.events, events)?;
+
+    eprintln!("audit replay: medflow audit seal");
+    let sealed_before: i64 = owner
+        .query_one(
+            "SELECT coalesce(max(last_position), 0) FROM audit_checkpoints WHERE stream = 'events'",
+            &[],
+        )
+        .await?
+        .get(0);
+    let seal_run = child::run(medflow, &["audit", "seal"], &keys.envs).await?;
+    seal_run.ensure_success("medflow audit seal")?;
+    let newly_sealed: i64 = owner
+        .query_one(
+            "SELECT count(*) FROM events WHERE global_position > $1",
+            &[&sealed_before],
+        )
+        .await?
+        .get(0);
+    let seal = Pass::from_child(&seal_run, newly_sealed as u64);
+
+    eprintln!("audit replay: medflow audit verify over {events} events");
+    let verify_run = child::run(medflow, &["audit", "verify"], &keys.envs).await?;
+    verify_run.ensure_success("medflow audit verify")?;
+    let verify = Pass::from_child(&verify_run, events);
+
+    Ok(Step {
+        events,
+        inserted,
+        insert_elapsed,
+        average_payload_bytes: sizes.get(0),
+        average_metadata_bytes: sizes.get(1),
+        copy,
+        copy_plain,
+        copy_verify_columns,
+        replay,
+        replay_http,
+        seal,
+        seal_output: seal_run.stdout_head,
+        verify,
+        verify_output: verify_run.stdout_head,
+    })
+}
+
+fn ensure_count(what: &str, counted: u64, expected: u64) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        counted == expected,
+        "{what} returned {counted} events, but the table holds {expected}"
+    );
+    Ok(())
+}
+
+/// Runs `COPY (select) TO STDOUT` in text format and counts rows (one newline each,
+/// since text format escapes newlines inside values) and bytes.
+async fn copy_out(client: &Client, select: &str) -> anyhow::Result<Pass> {
+    let started = Instant::now();
+    let stream = client
+        .copy_out(format!("COPY ({select}) TO STDOUT").as_str())
+        .await?;
+    futures::pin_mut!(stream);
+    let mut rows = 0u64;
+    let mut bytes = 0u64;
+    while let Some(chunk) = stream.try_next().await? {
+        bytes += chunk.len() as u64;
+        rows += chunk.iter().filter(|&&byte| byte == b'\n').count() as u64;
+    }
+    Ok(Pass {
+        events: rows,
+        bytes,
+        elapsed: started.elapsed(),
+        memory: None,
+    })
+}
+
+/// Streams `GET /audit/records?kind=events` from the query API running in this
+/// process and counts its JSON lines.
+async fn replay_over_http(seeded: &Seeded, token: &str) -> anyhow::Result<Pass> {
+    let started = Instant::now();
+    let response = seeded
+        .api
+        .http
+        .get(format!("{}/audit/records?kind=events", seeded.api.query))
+        .bearer_auth(token)
+        .send()
+        .await?;
+    let status = response.status();
+    anyhow::ensure!(
+        status.is_success(),
+        "GET /audit/records?kind=events returned {status}: {}",
+        response.text().await.unwrap_or_default()
+    );
+    let mut body = response.bytes_stream();
+    let mut lines = 0u64;
+    let mut bytes = 0u64;
+    while let Some(chunk) = body.try_next().await? {
+        bytes += chunk.len() as u64;
+        lines += chunk.iter().filter(|&&byte| byte == b'\n').count() as u64;
+    }
+    Ok(Pass {
+        events: lines,
+        bytes,
+        elapsed: started.elapsed(),
+        memory: None,
+    })
+}

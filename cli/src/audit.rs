@@ -1,0 +1,323 @@
+//! `medflow audit`: verify the hash chain and checkpoints, replay or export the trail,
+//! seal checkpoints now, manage the signing key and purge entries past retention.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use chrono::{DateTime, Utc};
+use clap::{Args, Subcommand, ValueEnum};
+use medflow_infra::audit::checkpoint::Sealer;
+use medflow_infra::audit::fhir::{FhirFormat, FhirWriter};
+use medflow_infra::audit::replay::{self, Format, Replay, ReplayFilter};
+use medflow_infra::audit::retention;
+use medflow_infra::audit::signing::{CheckpointSigner, TrustedKeys};
+use medflow_infra::audit::verify;
+use medflow_infra::crypto::keys::{KeyRing, MasterKeys};
+use secrecy::SecretString;
+use uuid::Uuid;
+
+#[derive(Args)]
+pub struct Connection {
+    /// PostgreSQL URL of the application role.
+    #[arg(
+        long,
+        env = "MEDFLOW_DATABASE_URL",
+        default_value = "postgres://medflow_app@127.0.0.1:5432/medflow",
+        hide_env_values = true
+    )]
+    database_url: SecretString,
+}
+
+#[derive(Subcommand)]
+pub enum AuditAction {
+    /// Recomputes the hash chain of every event and audit entry and checks every
+    /// checkpoint's signature. Prints "intact up to position N" per stream, or the first
+    /// row that does not match and why. Exits with 0 when intact, 1 on a mismatch and 2
+    /// when the check could not run.
+    Verify {
+        #[command(flatten)]
+        connection: Connection,
+        /// Base64 Ed25519 public keys, separated by commas, trusted to sign checkpoints.
+        /// Without them, the key of MEDFLOW_AUDIT_SIGNING_KEY is used.
+        #[arg(long, env = "MEDFLOW_AUDIT_PUBLIC_KEYS", default_value = "")]
+        public_keys: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Streams events and access entries in order to standard output.
+    Replay {
+        #[command(flatten)]
+        connection: Connection,
+        #[command(flatten)]
+        filter: FilterArgs,
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: ReplayFormat,
+    },
+    /// Streams the same selection as FHIR R4 AuditEvent resources.
+    ExportFhir {
+        #[command(flatten)]
+        connection: Connection,
+        #[command(flatten)]
+        filter: FilterArgs,
+        #[arg(long, value_enum, default_value = "ndjson")]
+        format: ExportFormat,
+    },
+    /// Seals every range that can no longer change now, with MEDFLOW_AUDIT_SIGNING_KEY,
+    /// instead of waiting for the relay's sealer.
+    Seal {
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Prints the public key of MEDFLOW_AUDIT_SIGNING_KEY, for MEDFLOW_AUDIT_PUBLIC_KEYS.
+    PublicKey,
+    /// Prints a new random signing key (base64 Ed25519 seed).
+    GenerateKey,
+    /// Deletes audit entries recorded before a date at least six years ago. Refuses any
+    /// later date. Events are never purged.
+    Purge {
+        /// PostgreSQL URL of the role that owns the schema.
+        #[arg(
+            long,
+            env = "MEDFLOW_OWNER_DATABASE_URL",
+            default_value = "postgres://medflow_owner@127.0.0.1:5432/medflow",
+            hide_env_values = true
+        )]
+        owner_database_url: SecretString,
+        /// Entries recorded before this RFC 3339 time are deleted.
+        #[arg(long)]
+        before: DateTime<Utc>,
+    },
+}
+
+#[derive(Args)]
+pub struct FilterArgs {
+    /// Only records at or after this RFC 3339 time.
+    #[arg(long)]
+    from: Option<DateTime<Utc>>,
+    /// Only records before this RFC 3339 time.
+    #[arg(long)]
+    to: Option<DateTime<Utc>>,
+    /// Events of this aggregate type, and access entries with this target type.
+    #[arg(long)]
+    aggregate_type: Option<String>,
+    /// Events of this aggregate, and access entries with this target id.
+    #[arg(long)]
+    aggregate_id: Option<String>,
+    /// Only what this account did.
+    #[arg(long)]
+    actor_id: Option<Uuid>,
+    /// Only what touched this patient.
+    #[arg(long)]
+    patient_id: Option<Uuid>,
+    /// Which records: all, events (changes) or access (access entries).
+    #[arg(long, value_enum, default_value = "all")]
+    kind: Kind,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Kind {
+    All,
+    Events,
+    Access,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ReplayFormat {
+    Jsonl,
+    Csv,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ExportFormat {
+    Ndjson,
+    Bundle,
+}
+
+impl FilterArgs {
+    fn filter(self) -> ReplayFilter {
+        ReplayFilter {
+            from: self.from,
+            to: self.to,
+            aggregate_type: self.aggregate_type,
+            aggregate_id: self.aggregate_id,
+            actor_id: self.actor_id,
+            patient_id: self.patient_id,
+            include_events: !matches!(self.kind, Kind::Access),
+            include_access: !matches!(self.kind, Kind::Events),
+        }
+    }
+}
+
+pub async fn run(action: AuditAction) -> ExitCode {
+    match execute(action).await {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn execute(action: AuditAction) -> anyhow::Result<ExitCode> {
+    match action {
+        AuditAction::Verify {
+            connection,
+            public_keys,
+            json,
+        } => verify(connection, &public_keys, json).await,
+        AuditAction::Replay {
+            connection,
+            filter,
+            format,
+        } => {
+            let format = match format {
+                ReplayFormat::Jsonl => Format::JsonLines,
+                ReplayFormat::Csv => Format::Csv,
+            };
+            stream(connection, filter.filter(), Output::Records(format)).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditAction::ExportFhir {
+            connection,
+            filter,
+            format,
+        } => {
+            let format = match format {
+                ExportFormat::Ndjson => FhirFormat::Ndjson,
+                ExportFormat::Bundle => FhirFormat::Bundle,
+            };
+            stream(
+                connection,
+                filter.filter(),
+                Output::Fhir(FhirWriter::new(format)),
+            )
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditAction::Seal { connection } => {
+            let mut sealer = Sealer::new(signer_from_env()?);
+            let pool = medflow_infra::db::pg_pool(&connection.database_url, 1)?;
+            let mut client = pool.get().await?;
+            let sealed = sealer.seal_now(&mut client).await?;
+            for checkpoint in &sealed {
+                println!(
+                    "sealed checkpoint {} of {}: positions {} to {}, {} rows",
+                    checkpoint.checkpoint_id,
+                    checkpoint.stream,
+                    checkpoint.first_position,
+                    checkpoint.last_position,
+                    checkpoint.row_count
+                );
+            }
+            if sealed.is_empty() {
+                println!("nothing new to seal");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditAction::PublicKey => {
+            println!("{}", signer_from_env()?.public_key_base64());
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditAction::GenerateKey => {
+            println!("{}", CheckpointSigner::generate_seed());
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditAction::Purge {
+            owner_database_url,
+            before,
+        } => {
+            let pool = medflow_infra::db::pg_pool(&owner_database_url, 1)?;
+            let mut client = pool.get().await?;
+            match retention::purge_entries_before(&mut client, before, Utc::now()).await {
+                Ok(deleted) => {
+                    println!("deleted {deleted} audit entries recorded before {before}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(error @ retention::PurgeError::WithinRetention { .. }) => {
+                    eprintln!("error: {error}");
+                    Ok(ExitCode::from(1))
+                }
+                Err(error) => Err(error.into()),
+            }
+        }
+    }
+}
+
+fn signer_from_env() -> anyhow::Result<CheckpointSigner> {
+    let key = std::env::var("MEDFLOW_AUDIT_SIGNING_KEY")
+        .map_err(|_| anyhow::anyhow!("MEDFLOW_AUDIT_SIGNING_KEY is not set"))?;
+    CheckpointSigner::from_base64_seed(&SecretString::from(key)).map_err(anyhow::Error::msg)
+}
+
+async fn verify(connection: Connection, public_keys: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let mut keys = TrustedKeys::parse(public_keys).map_err(anyhow::Error::msg)?;
+    if keys.is_empty() {
+        keys = keys.with_signer(&signer_from_env().map_err(|error| {
+            anyhow::anyhow!("no trusted key: set MEDFLOW_AUDIT_PUBLIC_KEYS ({error})")
+        })?);
+    }
+    let pool = medflow_infra::db::pg_pool(&connection.database_url, 1)?;
+    let mut client = pool.get().await?;
+    let reports = verify::verify_all(&mut client, &keys).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        for report in &reports {
+            println!("{}", report.summary());
+        }
+    }
+    Ok(if reports.iter().all(verify::StreamReport::is_intact) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+enum Output {
+    Records(Format),
+    Fhir(FhirWriter),
+}
+
+/// Streams a replay to standard output, batch by batch.
+async fn stream(
+    connection: Connection,
+    filter: ReplayFilter,
+    mut output: Output,
+) -> anyhow::Result<()> {
+    let pool = medflow_infra::db::pg_pool(&connection.database_url, 2)?;
+    // Client addresses are opened when the master keys are at hand, and left out
+    // otherwise.
+    let keys = std::env::var("MEDFLOW_MASTER_KEYS")
+        .ok()
+        .and_then(|raw| MasterKeys::parse(&SecretString::from(raw)).ok())
+        .map(|masters| KeyRing::new(pool.clone(), masters));
+    let client = pool.get().await?;
+    let mut replay = Replay::start(&client, &filter).await?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    match &output {
+        Output::Records(format) => out.write_all(&format.header()?)?,
+        Output::Fhir(writer) => out.write_all(&writer.header())?,
+    }
+    loop {
+        let mut batch = replay.next_batch(&client).await?;
+        if batch.is_empty() {
+            break;
+        }
+        if let Some(keys) = &keys {
+            replay::open_client_addresses(keys, &mut batch).await;
+        }
+        let bytes = match &mut output {
+            Output::Records(format) => format.encode(&batch)?,
+            Output::Fhir(writer) => writer.encode(&batch)?,
+        };
+        out.write_all(&bytes)?;
+    }
+    if let Output::Fhir(writer) = &output {
+        out.write_all(&writer.footer())?;
+    }
+    out.flush()?;
+    replay.finish(&client).await?;
+    Ok(())
+}

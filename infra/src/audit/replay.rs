@@ -1,0 +1,409 @@
+//! Replay of the audit trail: events and access entries in order, filtered, read in
+//! batches through two server-side cursors of one read-only snapshot, so memory stays
+//! flat for any number of rows.
+//!
+//! Order: events by global position (which keeps every aggregate's sequence order) and
+//! access entries by entry id, merged by recording time.
+
+use std::collections::VecDeque;
+
+use chrono::{DateTime, Utc};
+use medflow_domain::values::SealedValue;
+use serde::Serialize;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+use super::records::{AccessRecord, AuditRecord, EventRecord};
+use crate::crypto::keys::KeyRing;
+use crate::events::StoredEvent;
+
+/// Rows fetched per cursor round trip.
+pub const BATCH_SIZE: i64 = 2_000;
+
+/// Which records a replay returns. Every filter that is set must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ReplayFilter {
+    /// Recorded at or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Recorded before.
+    pub to: Option<DateTime<Utc>>,
+    /// Events of this aggregate type; access entries with this target type.
+    pub aggregate_type: Option<String>,
+    /// Events of this aggregate; access entries with this target id.
+    pub aggregate_id: Option<String>,
+    pub actor_id: Option<Uuid>,
+    /// Events of aggregates about this person, and access entries touching them.
+    pub patient_id: Option<Uuid>,
+    pub include_events: bool,
+    pub include_access: bool,
+}
+
+impl ReplayFilter {
+    /// Both kinds of records, no other restriction.
+    pub fn everything() -> Self {
+        Self {
+            include_events: true,
+            include_access: true,
+            ..Self::default()
+        }
+    }
+}
+
+/// SQL `WHERE` text and its parameters.
+struct Conditions {
+    clauses: Vec<String>,
+    params: Vec<Box<dyn ToSql + Sync + Send>>,
+}
+
+impl Conditions {
+    fn new() -> Self {
+        Self {
+            clauses: vec!["true".to_owned()],
+            params: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, clause: impl Fn(usize) -> String, value: Box<dyn ToSql + Sync + Send>) {
+        self.params.push(value);
+        self.clauses.push(clause(self.params.len()));
+    }
+
+    fn text(&self) -> String {
+        self.clauses.join(" AND ")
+    }
+
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.params
+            .iter()
+            .map(|param| param.as_ref() as &(dyn ToSql + Sync))
+            .collect()
+    }
+}
+
+fn event_conditions(filter: &ReplayFilter) -> Conditions {
+    let mut conditions = Conditions::new();
+    if let Some(from) = filter.from {
+        conditions.push(|n| format!("e.recorded_at >= ${n}"), Box::new(from));
+    }
+    if let Some(to) = filter.to {
+        conditions.push(|n| format!("e.recorded_at < ${n}"), Box::new(to));
+    }
+    if let Some(aggregate_type) = &filter.aggregate_type {
+        conditions.push(
+            |n| format!("e.aggregate_type = ${n}"),
+            Box::new(aggregate_type.clone()),
+        );
+    }
+    if let Some(aggregate_id) = &filter.aggregate_id {
+        conditions.push(
+            |n| format!("e.aggregate_id = ${n}"),
+            Box::new(aggregate_id.clone()),
+        );
+    }
+    if let Some(actor) = filter.actor_id {
+        conditions.push(
+            |n| format!("e.metadata ->> 'actor_id' = ${n}"),
+            Box::new(actor.to_string()),
+        );
+    }
+    if let Some(patient) = filter.patient_id {
+        conditions.push(
+            |n| {
+                format!(
+                    "(e.aggregate_type, e.aggregate_id) IN
+                       (SELECT aggregate_type, aggregate_id FROM event_subjects WHERE subject_id = ${n})"
+                )
+            },
+            Box::new(patient),
+        );
+    }
+    conditions
+}
+
+fn access_conditions(filter: &ReplayFilter) -> Conditions {
+    let mut conditions = Conditions::new();
+    if let Some(from) = filter.from {
+        conditions.push(|n| format!("recorded_at >= ${n}"), Box::new(from));
+    }
+    if let Some(to) = filter.to {
+        conditions.push(|n| format!("recorded_at < ${n}"), Box::new(to));
+    }
+    if let Some(aggregate_type) = &filter.aggregate_type {
+        conditions.push(
+            |n| format!("target_type = ${n}"),
+            Box::new(aggregate_type.clone()),
+        );
+    }
+    if let Some(aggregate_id) = &filter.aggregate_id {
+        conditions.push(
+            |n| format!("target_id = ${n}"),
+            Box::new(aggregate_id.clone()),
+        );
+    }
+    if let Some(actor) = filter.actor_id {
+        conditions.push(|n| format!("actor_id = ${n}"), Box::new(actor));
+    }
+    if let Some(patient) = filter.patient_id {
+        conditions.push(|n| format!("patient_id = ${n}"), Box::new(patient));
+    }
+    conditions
+}
+
+const EVENT_COLUMNS: &str = "e.global_position, e.recorded_at, e.aggregate_type, e.aggregate_id, \
+     e.sequence, e.event_type, e.event_version, e.payload::text, e.metadata::text, \
+     (SELECT subject_id FROM event_subjects s
+       WHERE s.aggregate_type = e.aggregate_type AND s.aggregate_id = e.aggregate_id LIMIT 1)";
+
+const ACCESS_COLUMNS: &str = "entry_id, recorded_at, actor_id, actor_role, action, target_type, \
+     target_id, patient_id, outcome, request_id, client_address";
+
+/// One side of the merge: a cursor and the rows fetched but not yet returned.
+struct Side {
+    cursor: &'static str,
+    buffer: VecDeque<AuditRecord>,
+    exhausted: bool,
+}
+
+impl Side {
+    fn new(cursor: &'static str, enabled: bool) -> Self {
+        Self {
+            cursor,
+            buffer: VecDeque::new(),
+            exhausted: !enabled,
+        }
+    }
+
+    async fn fill(&mut self, client: &Client) -> anyhow::Result<()> {
+        if !self.buffer.is_empty() || self.exhausted {
+            return Ok(());
+        }
+        let rows = client
+            .query(&format!("FETCH {BATCH_SIZE} FROM {}", self.cursor), &[])
+            .await?;
+        if rows.len() < BATCH_SIZE as usize {
+            self.exhausted = true;
+        }
+        for row in &rows {
+            self.buffer.push_back(if self.cursor == "replay_events" {
+                event_record(row)?
+            } else {
+                access_record(row)
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A replay in progress on one connection. Call [`Replay::start`], then
+/// [`Replay::next_batch`] until it returns an empty batch, then [`Replay::finish`].
+pub struct Replay {
+    events: Side,
+    access: Side,
+}
+
+impl Replay {
+    /// Opens a read-only snapshot and the cursors on `client`, which must not be used
+    /// for anything else until [`Replay::finish`].
+    pub async fn start(client: &Client, filter: &ReplayFilter) -> anyhow::Result<Self> {
+        client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await?;
+        if filter.include_events {
+            let conditions = event_conditions(filter);
+            client
+                .execute(
+                    &format!(
+                        "DECLARE replay_events NO SCROLL CURSOR FOR
+                         SELECT {EVENT_COLUMNS} FROM events e
+                         WHERE {} ORDER BY e.global_position",
+                        conditions.text()
+                    ),
+                    &conditions.params(),
+                )
+                .await?;
+        }
+        if filter.include_access {
+            let conditions = access_conditions(filter);
+            client
+                .execute(
+                    &format!(
+                        "DECLARE replay_access NO SCROLL CURSOR FOR
+                         SELECT {ACCESS_COLUMNS} FROM audit_entries
+                         WHERE {} ORDER BY entry_id",
+                        conditions.text()
+                    ),
+                    &conditions.params(),
+                )
+                .await?;
+        }
+        Ok(Self {
+            events: Side::new("replay_events", filter.include_events),
+            access: Side::new("replay_access", filter.include_access),
+        })
+    }
+
+    /// The next records in order; empty once both cursors are exhausted.
+    pub async fn next_batch(&mut self, client: &Client) -> anyhow::Result<Vec<AuditRecord>> {
+        let mut batch = Vec::with_capacity(BATCH_SIZE as usize);
+        while batch.len() < BATCH_SIZE as usize {
+            self.events.fill(client).await?;
+            self.access.fill(client).await?;
+            let take_event = match (self.events.buffer.front(), self.access.buffer.front()) {
+                (None, None) => break,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some(event), Some(access)) => event.recorded_at() <= access.recorded_at(),
+            };
+            let side = if take_event {
+                &mut self.events
+            } else {
+                &mut self.access
+            };
+            batch.extend(side.buffer.pop_front());
+        }
+        Ok(batch)
+    }
+
+    pub async fn finish(self, client: &Client) -> anyhow::Result<()> {
+        client.batch_execute("COMMIT").await?;
+        Ok(())
+    }
+}
+
+fn event_record(row: &tokio_postgres::Row) -> anyhow::Result<AuditRecord> {
+    let payload: String = row.get(7);
+    let metadata: String = row.get(8);
+    let stored = StoredEvent {
+        aggregate_type: row.get(2),
+        aggregate_id: row.get(3),
+        sequence: row.get(4),
+        event_type: row.get(5),
+        event_version: row.get(6),
+        payload: serde_json::from_str(&payload)?,
+        metadata: serde_json::from_str(&metadata)?,
+        global_position: row.get(0),
+        transaction_id: 0,
+        recorded_at: row.get(1),
+    }
+    .upcast();
+    let meta = |key: &str| {
+        stored
+            .metadata
+            .get(key)
+            .and_then(|value| value.as_str())
+            .map(str::to_owned)
+    };
+    Ok(AuditRecord::Event(EventRecord {
+        position: stored.global_position,
+        recorded_at: stored.recorded_at,
+        actor_id: meta("actor_id"),
+        actor_role: meta("actor_role"),
+        request_id: meta("request_id"),
+        patient_id: row.get(9),
+        aggregate_type: stored.aggregate_type,
+        aggregate_id: stored.aggregate_id,
+        sequence: stored.sequence,
+        event_type: stored.event_type,
+        event_version: stored.event_version,
+        payload: stored.payload,
+    }))
+}
+
+fn access_record(row: &tokio_postgres::Row) -> AuditRecord {
+    AuditRecord::Access(AccessRecord {
+        position: row.get(0),
+        recorded_at: row.get(1),
+        actor_id: row.get(2),
+        actor_role: row.get(3),
+        action: row.get(4),
+        target_type: row.get(5),
+        target_id: row.get(6),
+        patient_id: row.get(7),
+        outcome: row.get(8),
+        request_id: row.get(9),
+        client_address: None,
+        sealed_client_address: row.get(10),
+    })
+}
+
+/// Opens the sealed client addresses of a batch with the actors' data keys. An address
+/// whose key is gone, or that cannot be opened, stays `None`.
+pub async fn open_client_addresses(keys: &KeyRing, batch: &mut [AuditRecord]) {
+    for record in batch {
+        let AuditRecord::Access(access) = record else {
+            continue;
+        };
+        let (Some(actor), Some(sealed)) = (access.actor_id, access.sealed_client_address.take())
+        else {
+            continue;
+        };
+        let Ok(sealed) = serde_json::from_str::<SealedValue>(&sealed) else {
+            continue;
+        };
+        access.client_address = keys
+            .open_text(actor, CLIENT_ADDRESS_FIELD, &sealed)
+            .await
+            .ok();
+    }
+}
+
+/// Field name that binds a sealed client address to its purpose.
+pub const CLIENT_ADDRESS_FIELD: &str = "client_address";
+
+/// Output formats of a replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    JsonLines,
+    Csv,
+}
+
+impl Format {
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "jsonl" | "ndjson" | "json-lines" => Some(Format::JsonLines),
+            "csv" => Some(Format::Csv),
+            _ => None,
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::JsonLines => "application/x-ndjson",
+            Format::Csv => "text/csv; charset=utf-8",
+        }
+    }
+
+    /// Bytes that open the output (the CSV header).
+    pub fn header(self) -> anyhow::Result<Vec<u8>> {
+        match self {
+            Format::JsonLines => Ok(Vec::new()),
+            Format::Csv => {
+                let mut writer = csv::Writer::from_writer(Vec::new());
+                writer.write_record(AuditRecord::CSV_HEADER)?;
+                Ok(writer.into_inner()?)
+            }
+        }
+    }
+
+    /// One batch of records in this format.
+    pub fn encode(self, batch: &[AuditRecord]) -> anyhow::Result<Vec<u8>> {
+        match self {
+            Format::JsonLines => {
+                let mut out = Vec::with_capacity(batch.len() * 256);
+                for record in batch {
+                    serde_json::to_writer(&mut out, record)?;
+                    out.push(b'\n');
+                }
+                Ok(out)
+            }
+            Format::Csv => {
+                let mut writer = csv::Writer::from_writer(Vec::with_capacity(batch.len() * 256));
+                for record in batch {
+                    writer.write_record(record.csv_row())?;
+                }
+                Ok(writer.into_inner()?)
+            }
+        }
+    }
+}
