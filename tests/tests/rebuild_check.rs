@@ -2,7 +2,7 @@
 //! appointments go through the real APIs, relay and projectors, then the check compares
 //! the live read models with their rebuild from the event table. Covers untouched read
 //! models, rows altered or deleted behind the projectors' back, an offset ahead of the
-//! event table, and projectors that lag behind.
+//! event table, projectors that lag behind, and a replay that fails.
 
 use std::process::Output;
 use std::time::Duration;
@@ -617,4 +617,72 @@ async fn lagging_projection_is_catching_up() {
     let table = appointments.table("appointments").unwrap();
     assert_eq!(table.only_in_live.keys, keys(&[&flow.booked]));
     assert_eq!(table.only_in_rebuilt.keys, keys(&[&flow.booked]));
+}
+
+#[tokio::test]
+async fn failed_check_drops_scratch_tables() {
+    // No services run: an event that cannot be decoded, with an offsets row claiming
+    // that the live projector applied it, makes the replay fail.
+    let env = TestEnv::new().await;
+    let owner = env.owner_client().await;
+    let account_id = uuid::Uuid::new_v4().to_string();
+    owner
+        .execute(
+            "INSERT INTO events
+               (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+             VALUES ('account', $1, 1, 'AccountRegistered', '1', '{\"Unknown\": {}}', '{}')",
+            &[&account_id],
+        )
+        .await
+        .unwrap();
+    owner
+        .execute(
+            "INSERT INTO projection_offsets (projection, aggregate_type, aggregate_id, last_sequence)
+             VALUES ('accounts', 'account', $1, 1)",
+            &[&account_id],
+        )
+        .await
+        .unwrap();
+
+    let mut snapshot = env.app_client().await;
+    let mut scratch = env.app_client().await;
+    let error = check_read_models(&mut snapshot, &mut scratch, &all_projections())
+        .await
+        .expect_err("the replay fails");
+
+    let message = format!("{error:#}");
+    assert!(
+        message.contains("rebuild check of projection accounts failed"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!(
+            "replaying AccountRegistered sequence 1 of account {account_id}"
+        )),
+        "{message}"
+    );
+    let temporary: i64 = scratch
+        .query_one(
+            "SELECT count(*) FROM pg_class WHERE relnamespace = pg_my_temp_schema()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(temporary, 0, "temporary tables left behind");
+    let search_path: String = scratch
+        .query_one("SHOW search_path", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(search_path, "\"$user\", public");
+
+    let output = run_cli(&env, &[]).await;
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        error.contains("error: rebuild check of projection accounts failed"),
+        "{error}"
+    );
+    assert!(stdout(&output).is_empty(), "{}", stdout(&output));
 }

@@ -1,5 +1,6 @@
 //! Demo steps for appointments: a booking, a competing request for the same slot, a
-//! reschedule, the doctor's day and a video token asked for too early.
+//! reschedule, the doctor's day and a video token asked for too early. Returns the
+//! appointment's id.
 
 use anyhow::Context;
 use reqwest::StatusCode;
@@ -13,7 +14,7 @@ pub async fn book_and_move(
     patient: &str,
     rival: &str,
     doctor: &DemoDoctor<'_>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<String> {
     let from = chrono::Utc::now();
     let to = from + chrono::TimeDelta::days(7);
     let format =
@@ -139,5 +140,5 @@ pub async fn book_and_move(
             problem["detail"]
         ));
     }
-    Ok(())
+    Ok(appointment_id)
 }

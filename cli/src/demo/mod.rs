@@ -3,6 +3,7 @@
 //! can be repeated against the same database.
 
 mod appointments;
+mod audit;
 mod doctors;
 
 use std::time::Duration;
@@ -184,8 +185,14 @@ pub async fn run(settings: DemoSettings) -> anyhow::Result<()> {
     doctors::review(&demo, &admin, &okafor, true).await?;
     doctors::review(&demo, &admin, &brandt, false).await?;
     doctors::browse(&demo, &people[2].2, &okafor).await?;
-    appointments::book_and_move(&demo, &people[2].2, &people[3].2, &okafor).await?;
+    let appointment =
+        appointments::book_and_move(&demo, &people[2].2, &people[3].2, &okafor).await?;
     doctors::read_rejection(&demo, &brandt).await?;
+    let patient = audit::Patient {
+        account_id: &people[2].0,
+        appointment_id: &appointment,
+    };
+    audit::review(&demo, &admin, &patient, &people[3].2).await?;
     println!(
         "demo finished: {} accounts registered in run {}",
         people.len(),
