@@ -22,8 +22,8 @@ const EXIT_FAILED: u8 = 2;
 
 #[derive(clap::Args)]
 pub struct RebuildCheckOptions {
-    /// PostgreSQL URL. The application role suffices: the check reads the event table
-    /// and the read models and writes only temporary tables.
+    /// PostgreSQL URL. The application role is enough, because the check only reads
+    /// the event table and the read models and writes nothing but temporary tables.
     #[arg(
         long,
         env = "MEDFLOW_DATABASE_URL",
@@ -129,15 +129,18 @@ fn render(report: &CheckReport) -> String {
 fn render_projection(text: &mut String, projection: &ProjectionReport) {
     let _ = writeln!(
         text,
-        "Projection {}: {} events replayed for {} aggregates.",
-        projection.projection, projection.events_replayed, projection.aggregates
+        "Projection {}: {} in the event table, {} replayed.",
+        projection.projection,
+        count(projection.aggregates, "aggregate"),
+        count(projection.events_replayed as i64, "event")
     );
     if projection.aggregates_catching_up > 0 {
         let _ = writeln!(
             text,
-            "  {} aggregates still catching up ({} events not yet applied by the live projector); \
-             they were compared at the sequence the live projector has reached.",
-            projection.aggregates_catching_up, projection.events_not_yet_applied
+            "  {} still catching up ({} not yet applied by the live projector),\n    \
+             compared at the sequence the live projector has reached.",
+            count(projection.aggregates_catching_up, "aggregate"),
+            count(projection.events_not_yet_applied, "event")
         );
     }
     for table in &projection.tables {
@@ -148,16 +151,19 @@ fn render_projection(text: &mut String, projection: &ProjectionReport) {
 fn render_table(text: &mut String, table: &TableReport) {
     let verdict = if table.has_differences() {
         format!(
-            "{} rows only in live, {} rows only in rebuilt",
-            table.only_in_live.rows, table.only_in_rebuilt.rows
+            "{} only in live, {} only in rebuilt",
+            count(table.only_in_live.rows, "row"),
+            count(table.only_in_rebuilt.rows, "row")
         )
     } else {
         "equal".to_owned()
     };
     let _ = write!(
         text,
-        "  {}: {} rows live, {} rows rebuilt: {verdict}",
-        table.table, table.live_rows, table.rebuilt_rows
+        "  {}: {} live, {} rebuilt: {verdict}",
+        table.table,
+        count(table.live_rows, "row"),
+        count(table.rebuilt_rows, "row")
     );
     if !table.ignored_columns.is_empty() {
         let _ = write!(
@@ -197,6 +203,15 @@ fn render_keys(
     let unlisted = differences.rows - differences.keys.len() as i64;
     if unlisted > 0 {
         let _ = writeln!(text, "      and {unlisted} more");
+    }
+}
+
+/// Formats `number` with `noun`, adding a plural "s" unless `number` is 1.
+fn count(number: i64, noun: &str) -> String {
+    if number == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{number} {noun}s")
     }
 }
 

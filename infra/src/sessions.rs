@@ -19,6 +19,16 @@ pub struct SessionPolicy {
     pub absolute_lifetime: Duration,
 }
 
+impl SessionPolicy {
+    /// How stale `last_seen_at` may get before a request writes it again: a thirtieth
+    /// of the idle timeout, at most a minute. A session therefore idles out between
+    /// this much before the idle timeout (counted from its last request) and the
+    /// timeout itself, never later.
+    pub fn touch_interval(&self) -> Duration {
+        (self.idle_timeout / 30).min(Duration::from_secs(60))
+    }
+}
+
 impl Default for SessionPolicy {
     fn default() -> Self {
         Self {
@@ -101,15 +111,25 @@ impl SessionStore {
     pub async fn authenticate(&self, token: &str) -> Result<Option<Session>, SessionError> {
         let now = self.clock.now();
         let idle_cutoff = now - self.policy.idle_timeout;
+        let touch_cutoff = now - self.policy.touch_interval();
         let client = self.pool.get().await?;
+        // Most requests only read: last_seen_at is written when it is older than the
+        // touch interval, so a busy session costs no commit to disk per request.
         let row = client
             .query_opt(
                 &format!(
-                    "UPDATE sessions SET last_seen_at = $2
-                     WHERE token_hash = $1 AND {LIVE}
-                     RETURNING session_id, account_id, role, expires_at"
+                    "WITH live AS (
+                         SELECT session_id, account_id, role, expires_at, last_seen_at
+                         FROM sessions WHERE token_hash = $1 AND {LIVE}
+                     ), touched AS (
+                         UPDATE sessions SET last_seen_at = $2
+                         FROM live
+                         WHERE sessions.session_id = live.session_id
+                           AND live.last_seen_at < $4
+                     )
+                     SELECT session_id, account_id, role, expires_at FROM live"
                 ),
-                &[&token::hash(token), &now, &idle_cutoff],
+                &[&token::hash(token), &now, &idle_cutoff, &touch_cutoff],
             )
             .await?;
         let Some(row) = row else {

@@ -75,7 +75,7 @@ async fn expect_json(response: reqwest::Response, status: StatusCode) -> Value {
     body
 }
 
-/// What [`run_flow`] created.
+/// Ids and logins that [`run_flow`] created.
 struct Flow {
     patient: Login,
     /// Booked, then rescheduled, and still booked.
@@ -376,8 +376,8 @@ async fn rebuild_equals_live_read_models() {
         .map(|projection| projection.projection.as_str())
         .collect();
     assert_eq!(names, ["accounts", "doctors", "appointments"]);
-    // (projection, aggregate type, table, rows): an admin, a doctor and two patients;
-    // one doctor profile; three appointments.
+    // (projection, aggregate type, table, rows). The rows are an admin, a doctor and two
+    // patients, one doctor profile, and three appointments.
     let expected = [
         ("accounts", "account", "account_directory", 4),
         ("doctors", "doctor", "doctor_profiles", 1),
@@ -483,6 +483,12 @@ async fn altered_and_deleted_rows_are_reported() {
     let output = run_cli(&clinic.env, &[]).await;
     let text = stdout(&output);
     assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(
+        text.contains(
+            "  appointments: 2 rows live, 3 rows rebuilt: 1 row only in live, 2 rows only in rebuilt\n"
+        ),
+        "{text}"
+    );
     assert!(text.contains(&flow.rescheduled), "{text}");
     assert!(text.contains(&flow.booked), "{text}");
     assert!(!text.contains(&flow.cancelled), "{text}");
@@ -596,7 +602,7 @@ async fn lagging_projection_is_catching_up() {
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     assert!(
         text.contains(
-            "1 aggregates still catching up (1 events not yet applied by the live projector)"
+            "1 aggregate still catching up (1 event not yet applied by the live projector)"
         ),
         "{text}"
     );

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use medflow_infra::clock::ManualClock;
+use medflow_infra::clock::{Clock, ManualClock};
 use medflow_tests::api::{expect_problem, unique_email, Api, PASSWORD};
 use medflow_tests::TestEnv;
 use reqwest::StatusCode;
@@ -220,6 +220,45 @@ async fn idle_session_expires() {
             StatusCode::UNAUTHORIZED
         );
     }
+    clock.advance(Duration::from_secs(30 * 60 + 1));
+    expect_problem(api.me(&login.token, None).await, StatusCode::UNAUTHORIZED).await;
+}
+
+#[tokio::test]
+async fn last_seen_written_once_a_minute() {
+    let env = TestEnv::new().await;
+    let (api, clock) = apis_on_manual_clock(&env).await;
+    let email = unique_email("touch");
+    api.register_ok("patient", &email, "Touch Person").await;
+    let login = api.login_ok(&email).await;
+    let client = env.app_client().await;
+    let last_seen = || async {
+        client
+            .query_one("SELECT last_seen_at FROM sessions", &[])
+            .await
+            .unwrap()
+            .get::<_, chrono::DateTime<chrono::Utc>>(0)
+    };
+    let at_login = last_seen().await;
+
+    // Within a minute of the last write, requests only read the session.
+    clock.advance(Duration::from_secs(30));
+    assert_ne!(
+        api.me(&login.token, None).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(last_seen().await, at_login);
+
+    // After a minute, the next request moves the idle deadline.
+    clock.advance(Duration::from_secs(31));
+    assert_ne!(
+        api.me(&login.token, None).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let now = clock.now();
+    assert_eq!(last_seen().await.timestamp_micros(), now.timestamp_micros());
+
+    // The idle timeout runs from that write.
     clock.advance(Duration::from_secs(30 * 60 + 1));
     expect_problem(api.me(&login.token, None).await, StatusCode::UNAUTHORIZED).await;
 }
