@@ -122,7 +122,11 @@ async fn missing_events(
         .await?;
     let events: Vec<StoredEvent> = rows
         .iter()
-        .map(|row| StoredEvent::from_row(row).map_err(anyhow::Error::msg))
+        .map(|row| {
+            StoredEvent::from_row(row)
+                .map(StoredEvent::upcast)
+                .map_err(anyhow::Error::msg)
+        })
         .collect::<Result<_, _>>()?;
     let expected = (event.sequence - after_sequence - 1) as usize;
     anyhow::ensure!(

@@ -93,11 +93,9 @@ async fn handle(
     let name = projection.name();
     let decoded = match message.payload() {
         None => Err("empty payload".to_owned()),
-        Some(payload) => {
-            serde_json::from_slice::<StoredEvent>(payload)
-                .map(StoredEvent::upcast)
-                .map_err(|error| error.to_string())
-        }
+        Some(payload) => serde_json::from_slice::<StoredEvent>(payload)
+            .map(StoredEvent::upcast)
+            .map_err(|error| error.to_string()),
     };
     let event = match decoded {
         Ok(event) => event,
