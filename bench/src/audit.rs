@@ -403,7 +403,7 @@ fn insert_sql(
         "format('{{\"AppointmentCancelled\":{{\"cancelled_by\":\"patient\",\"actor\":\"%s\",\"reason\":{{\"key_id\":\"%s\",\"nonce\":\"%s\",\"ciphertext\":\"%s\"}}}}}}',
                 a.patient, md5('key:' || a.patient)::uuid, {}, {})",
         base64("substr(md5('nonce:' || a.id), 1, 24)"),
-        base64("repeat(md5('reason:' || a.id), 15 + a.g % 30)"),
+        base64("repeat(md5('reason:' || a.id), (15 + a.g % 30)::int)"),
     );
     let (event_type, version, payload) = if sequence == 1 {
         (

@@ -44,6 +44,10 @@ pub enum AuditAction {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Seconds after which a row must be covered by a signed checkpoint; an older
+        /// unsealed row means checkpoints were removed or no sealer runs.
+        #[arg(long, default_value_t = verify::MAX_UNSEALED_AGE.as_secs())]
+        max_unsealed_age_secs: u64,
     },
     /// Streams events and access entries in order to standard output.
     Replay {
@@ -165,7 +169,11 @@ async fn execute(action: AuditAction) -> anyhow::Result<ExitCode> {
             connection,
             public_keys,
             json,
-        } => verify(connection, &public_keys, json).await,
+            max_unsealed_age_secs,
+        } => {
+            let max_unsealed_age = std::time::Duration::from_secs(max_unsealed_age_secs);
+            verify(connection, &public_keys, json, max_unsealed_age).await
+        }
         AuditAction::Replay {
             connection,
             filter,
@@ -250,7 +258,12 @@ fn signer_from_env() -> anyhow::Result<CheckpointSigner> {
     CheckpointSigner::from_base64_seed(&SecretString::from(key)).map_err(anyhow::Error::msg)
 }
 
-async fn verify(connection: Connection, public_keys: &str, json: bool) -> anyhow::Result<ExitCode> {
+async fn verify(
+    connection: Connection,
+    public_keys: &str,
+    json: bool,
+    max_unsealed_age: std::time::Duration,
+) -> anyhow::Result<ExitCode> {
     let mut keys = TrustedKeys::parse(public_keys).map_err(anyhow::Error::msg)?;
     if keys.is_empty() {
         keys = keys.with_signer(&signer_from_env().map_err(|error| {
@@ -259,7 +272,7 @@ async fn verify(connection: Connection, public_keys: &str, json: bool) -> anyhow
     }
     let pool = medflow_infra::db::pg_pool(&connection.database_url, 1)?;
     let mut client = pool.get().await?;
-    let reports = verify::verify_all(&mut client, &keys).await?;
+    let reports = verify::verify_all(&mut client, &keys, max_unsealed_age).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
     } else {

@@ -741,6 +741,22 @@ async fn verify_catches_rewritten_hashes() {
         "{}",
         run.stdout
     );
+
+    // Removing every checkpoint leaves rows that should have been sealed long ago.
+    superuser
+        .execute("DELETE FROM audit_checkpoints", &[])
+        .await
+        .unwrap();
+    let run = trail.cli(&["audit", "verify", "--max-unsealed-age-secs", "0"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stdout.contains(
+            "events: first mismatch at position 1: the event at position 1 was recorded at"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("no checkpoint covers it"), "{}", run.stdout);
 }
 
 #[tokio::test]
@@ -1030,7 +1046,10 @@ async fn denied_commands_are_recorded() {
         row.get::<_, String>(1),
         "POST /appointments/{appointment_id}/cancellation"
     );
-    assert_eq!(row.get::<_, Option<String>>(2).as_deref(), Some("appointment"));
+    assert_eq!(
+        row.get::<_, Option<String>>(2).as_deref(),
+        Some("appointment")
+    );
     assert_eq!(
         row.get::<_, Option<String>>(3).as_deref(),
         Some(scene.appointment_a.as_str())

@@ -4,6 +4,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_postgres::Client;
 
@@ -60,13 +63,21 @@ impl StreamReport {
 }
 
 /// Verifies both streams.
+/// Default of the age after which a row must be covered by a checkpoint. The sealer
+/// seals within two ticks (10 s by default), so this leaves ample room for a sealer
+/// restart while still catching checkpoints that were deleted.
+pub const MAX_UNSEALED_AGE: Duration = Duration::from_secs(15 * 60);
+
+/// Verifies both streams. A row older than `max_unsealed_age` that no checkpoint covers
+/// is a problem: its checkpoint was removed, or no sealer runs.
 pub async fn verify_all(
     client: &mut Client,
     keys: &TrustedKeys,
+    max_unsealed_age: Duration,
 ) -> anyhow::Result<Vec<StreamReport>> {
     let mut reports = Vec::new();
     for stream in Stream::ALL {
-        reports.push(verify_stream(client, keys, stream).await?);
+        reports.push(verify_stream(client, keys, stream, max_unsealed_age).await?);
     }
     Ok(reports)
 }
@@ -75,6 +86,7 @@ pub async fn verify_stream(
     client: &mut Client,
     keys: &TrustedKeys,
     stream: Stream,
+    max_unsealed_age: Duration,
 ) -> anyhow::Result<StreamReport> {
     let checkpoints: Vec<Checkpoint> = client
         .query(
@@ -88,7 +100,7 @@ pub async fn verify_stream(
         .iter()
         .map(Checkpoint::from_row)
         .collect();
-    let mut walk = Walk::new(stream, checkpoints);
+    let mut walk = Walk::new(stream, checkpoints, max_unsealed_age);
     if let Some(problem) = walk.check_signatures(keys) {
         return Ok(walk.report(Some(problem)));
     }
@@ -146,13 +158,17 @@ struct Walk {
     rows_checked: u64,
     checkpoints_checked: u64,
     unsealed_rows: u64,
-    retention_cutoff: chrono::DateTime<chrono::Utc>,
+    retention_cutoff: DateTime<Utc>,
+    /// Rows recorded before this must be covered by a checkpoint.
+    unsealed_cutoff: DateTime<Utc>,
 }
 
 impl Walk {
-    fn new(stream: Stream, checkpoints: Vec<Checkpoint>) -> Self {
+    fn new(stream: Stream, checkpoints: Vec<Checkpoint>, max_unsealed_age: Duration) -> Self {
+        let now = Utc::now();
         let mut walk = Self {
-            retention_cutoff: super::retention::retention_cutoff(chrono::Utc::now()),
+            retention_cutoff: super::retention::retention_cutoff(now),
+            unsealed_cutoff: now - max_unsealed_age,
             stream,
             checkpoints,
             current: 0,
@@ -243,7 +259,12 @@ impl Walk {
     }
 
     /// Accounts for `position` in the checkpoints; closes those that end before it.
-    fn place(&mut self, position: i64, hash: &[u8]) -> Result<(), Problem> {
+    fn place(
+        &mut self,
+        position: i64,
+        recorded_at: DateTime<Utc>,
+        hash: &[u8],
+    ) -> Result<(), Problem> {
         while let Some(checkpoint) = self.checkpoints.get(self.current) {
             if position <= checkpoint.last_position {
                 break;
@@ -251,6 +272,15 @@ impl Walk {
             self.close_checkpoint()?;
         }
         let Some(checkpoint) = self.checkpoints.get(self.current) else {
+            if recorded_at < self.unsealed_cutoff {
+                return Err(Problem {
+                    position,
+                    reason: format!(
+                        "the {} at position {position} was recorded at {recorded_at} but no checkpoint covers it: checkpoints were removed, or the sealer is not running",
+                        self.stream.row_noun()
+                    ),
+                });
+            }
             self.unsealed_rows += 1;
             return Ok(());
         };
@@ -359,7 +389,7 @@ impl Walk {
             position,
             reason: "the stored hash is not 32 bytes".to_owned(),
         })?;
-        self.place(position, &row.hash)?;
+        self.place(position, row.recorded_at, &row.hash)?;
         self.chains.insert(key, (row.sequence, stored));
         Ok(())
     }
@@ -375,7 +405,7 @@ impl Walk {
                 ),
             });
         }
-        self.place(position, &row.hash)
+        self.place(position, row.recorded_at, &row.hash)
     }
 }
 

@@ -391,7 +391,7 @@ pub async fn verify(
     }
     let mut client =
         deadpool_postgres::Object::take(state.pool.get().await.map_err(ApiError::internal)?);
-    let streams = verify::verify_all(&mut client, &state.audit_keys)
+    let streams = verify::verify_all(&mut client, &state.audit_keys, verify::MAX_UNSEALED_AGE)
         .await
         .map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok().json(VerifyReport {
