@@ -245,10 +245,13 @@ pub async fn run(seeded: &Seeded, totals: &[u64], medflow: &Path) -> anyhow::Res
         next_aggregate = insert_events(&owner, &tag, next_aggregate, wanted).await?;
         let insert_elapsed = started.elapsed();
         // Every pass then reads a vacuumed table with hint bits set, as autovacuum
-        // would leave it, instead of the first pass paying for that.
-        owner
-            .batch_execute("VACUUM (ANALYZE) events; VACUUM (ANALYZE) event_subjects")
-            .await?;
+        // would leave it, instead of the first pass paying for that. VACUUM cannot
+        // run inside the implicit transaction of a multi-statement query.
+        for table in ["events", "event_subjects"] {
+            owner
+                .batch_execute(&format!("VACUUM (ANALYZE) {table}"))
+                .await?;
+        }
         let step = measure(
             seeded,
             &owner,

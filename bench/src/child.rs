@@ -18,6 +18,8 @@ pub struct ChildRun {
     /// Time from spawn until the process exited.
     pub elapsed: Duration,
     pub status: ExitStatus,
+    /// True if the process ran past its time limit and was killed.
+    pub killed: bool,
     /// Newline characters on standard output: the records of a JSON lines stream.
     pub stdout_lines: u64,
     pub stdout_bytes: u64,
@@ -54,11 +56,13 @@ impl ChildRun {
 }
 
 /// Runs `program` with `args` and the extra environment `envs` (added to this
-/// process's environment), with standard input closed.
+/// process's environment), with standard input closed. A process still running after
+/// `limit` is killed with SIGKILL.
 pub async fn run(
     program: &Path,
     args: &[&str],
     envs: &[(String, String)],
+    limit: Option<Duration>,
 ) -> anyhow::Result<ChildRun> {
     let mut command = Command::new(program);
     command
@@ -86,17 +90,30 @@ pub async fn run(
         .stderr
         .take()
         .ok_or_else(|| anyhow::anyhow!("standard error of the child is not piped"))?;
-    let (drained, stderr) = tokio::join!(drain(stdout), read_text(stderr));
-    let drained = drained?;
-    let stderr = stderr?;
-    let status = child.wait().await?;
+    let drained = tokio::spawn(drain(stdout));
+    let stderr = tokio::spawn(read_text(stderr));
+    let mut killed = false;
+    let status = match limit {
+        None => child.wait().await?,
+        Some(limit) => match tokio::time::timeout(limit, child.wait()).await {
+            Ok(status) => status?,
+            Err(_) => {
+                killed = true;
+                child.start_kill()?;
+                child.wait().await?
+            }
+        },
+    };
     let elapsed = started.elapsed();
     stop_sampling.cancel();
     let memory = sampler.await?;
+    let drained = drained.await??;
+    let stderr = stderr.await??;
 
     Ok(ChildRun {
         elapsed,
         status,
+        killed,
         stdout_lines: drained.lines,
         stdout_bytes: drained.bytes,
         stdout_head: String::from_utf8_lossy(&drained.head).into_owned(),

@@ -12,6 +12,7 @@ use medflow_infra::audit::replay::{self, Format, Replay, ReplayFilter};
 use medflow_infra::audit::retention;
 use medflow_infra::audit::signing::{CheckpointSigner, TrustedKeys};
 use medflow_infra::audit::verify;
+use medflow_infra::audit::{AuditEntry, AuditLog, Outcome};
 use medflow_infra::crypto::keys::{KeyRing, MasterKeys};
 use secrecy::SecretString;
 use uuid::Uuid;
@@ -55,6 +56,7 @@ pub enum AuditAction {
         connection: Connection,
         #[command(flatten)]
         filter: FilterArgs,
+        /// Output format: JSON lines or CSV with a header row.
         #[arg(long, value_enum, default_value = "jsonl")]
         format: ReplayFormat,
     },
@@ -64,6 +66,7 @@ pub enum AuditAction {
         connection: Connection,
         #[command(flatten)]
         filter: FilterArgs,
+        /// Output format: one AuditEvent per line, or one collection Bundle.
         #[arg(long, value_enum, default_value = "ndjson")]
         format: ExportFormat,
     },
@@ -88,22 +91,23 @@ pub enum AuditAction {
             hide_env_values = true
         )]
         owner_database_url: SecretString,
-        /// Entries recorded before this RFC 3339 time are deleted.
-        #[arg(long)]
+        /// Entries recorded before this date (YYYY-MM-DD, midnight UTC) or RFC 3339
+        /// date-time are deleted.
+        #[arg(long, value_parser = parse_instant)]
         before: DateTime<Utc>,
     },
 }
 
 #[derive(Args)]
 pub struct FilterArgs {
-    /// Only records at or after this RFC 3339 time.
-    #[arg(long)]
+    /// Only records at or after this date (YYYY-MM-DD) or RFC 3339 date-time.
+    #[arg(long, value_parser = parse_instant)]
     from: Option<DateTime<Utc>>,
-    /// Only records before this RFC 3339 time.
-    #[arg(long)]
+    /// Only records before this date (YYYY-MM-DD) or RFC 3339 date-time.
+    #[arg(long, value_parser = parse_instant)]
     to: Option<DateTime<Utc>>,
     /// Events of this aggregate type, and access entries with this target type.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(replay::RECORD_TYPES))]
     aggregate_type: Option<String>,
     /// Events of this aggregate, and access entries with this target id.
     #[arg(long)]
@@ -138,9 +142,22 @@ pub enum ExportFormat {
     Bundle,
 }
 
+/// Parses a date (midnight UTC) or an RFC 3339 date-time.
+fn parse_instant(raw: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(date) = chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
+        return Ok(date.and_time(chrono::NaiveTime::MIN).and_utc());
+    }
+    DateTime::parse_from_rfc3339(raw)
+        .map(|at| at.to_utc())
+        .map_err(|_| format!("'{raw}' is neither a date (YYYY-MM-DD) nor an RFC 3339 date-time"))
+}
+
 impl FilterArgs {
-    fn filter(self) -> ReplayFilter {
-        ReplayFilter {
+    fn filter(self) -> anyhow::Result<ReplayFilter> {
+        if let (Some(from), Some(to)) = (self.from, self.to) {
+            anyhow::ensure!(to > from, "--to ({to}) must be later than --from ({from})");
+        }
+        Ok(ReplayFilter {
             from: self.from,
             to: self.to,
             aggregate_type: self.aggregate_type,
@@ -149,7 +166,7 @@ impl FilterArgs {
             patient_id: self.patient_id,
             include_events: !matches!(self.kind, Kind::Access),
             include_access: !matches!(self.kind, Kind::Events),
-        }
+        })
     }
 }
 
@@ -183,7 +200,7 @@ async fn execute(action: AuditAction) -> anyhow::Result<ExitCode> {
                 ReplayFormat::Jsonl => Format::JsonLines,
                 ReplayFormat::Csv => Format::Csv,
             };
-            stream(connection, filter.filter(), Output::Records(format)).await?;
+            stream(connection, filter.filter()?, Output::Records(format)).await?;
             Ok(ExitCode::SUCCESS)
         }
         AuditAction::ExportFhir {
@@ -197,7 +214,7 @@ async fn execute(action: AuditAction) -> anyhow::Result<ExitCode> {
             };
             stream(
                 connection,
-                filter.filter(),
+                filter.filter()?,
                 Output::Fhir(FhirWriter::new(format)),
             )
             .await?;
@@ -264,7 +281,8 @@ async fn verify(
     json: bool,
     max_unsealed_age: std::time::Duration,
 ) -> anyhow::Result<ExitCode> {
-    let mut keys = TrustedKeys::parse(public_keys).map_err(anyhow::Error::msg)?;
+    let mut keys = TrustedKeys::parse(public_keys)
+        .map_err(|reason| anyhow::anyhow!("MEDFLOW_AUDIT_PUBLIC_KEYS: {reason}"))?;
     if keys.is_empty() {
         keys = keys.with_signer(&signer_from_env().map_err(|error| {
             anyhow::anyhow!("no trusted key: set MEDFLOW_AUDIT_PUBLIC_KEYS ({error})")
@@ -273,14 +291,16 @@ async fn verify(
     let pool = medflow_infra::db::pg_pool(&connection.database_url, 1)?;
     let mut client = pool.get().await?;
     let reports = verify::verify_all(&mut client, &keys, max_unsealed_age).await?;
+    let intact = reports.iter().all(verify::StreamReport::is_intact);
     if json {
-        println!("{}", serde_json::to_string_pretty(&reports)?);
+        let report = serde_json::json!({"intact": intact, "streams": reports});
+        println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         for report in &reports {
             println!("{}", report.summary());
         }
     }
-    Ok(if reports.iter().all(verify::StreamReport::is_intact) {
+    Ok(if intact {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -305,6 +325,7 @@ async fn stream(
         .ok()
         .and_then(|raw| MasterKeys::parse(&SecretString::from(raw)).ok())
         .map(|masters| KeyRing::new(pool.clone(), masters));
+    record_replay(&pool, &filter, &output).await?;
     let client = pool.get().await?;
     let mut replay = Replay::start(&client, &filter).await?;
     let stdout = std::io::stdout();
@@ -333,4 +354,25 @@ async fn stream(
     out.flush()?;
     replay.finish(&client).await?;
     Ok(())
+}
+
+/// Records the replay in the audit trail, as the query API does for its replays. The
+/// CLI acts with database credentials, not a session, so the entry has no actor; the
+/// operating-system user is kept in the request id.
+async fn record_replay(
+    pool: &deadpool_postgres::Pool,
+    filter: &ReplayFilter,
+    output: &Output,
+) -> anyhow::Result<()> {
+    let action = match output {
+        Output::Records(_) => "cli audit replay",
+        Output::Fhir(_) => "cli audit export-fhir",
+    };
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned());
+    let mut entry = AuditEntry::new(action, Outcome::Success);
+    entry.target_type = Some("audit_trail".into());
+    entry.target_id = Some("replay".to_owned());
+    entry.patient_id = filter.patient_id;
+    entry.request_id = Some(format!("cli-{user}-{}", Uuid::new_v4()));
+    AuditLog::new(pool.clone()).record(&entry).await
 }

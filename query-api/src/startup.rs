@@ -58,7 +58,10 @@ impl Application {
             booking_policy,
             object_store,
             audit: AuditLog::new(pool.clone()),
-            audit_keys: settings.audit.trusted_keys().map_err(anyhow::Error::msg)?,
+            audit_keys: settings
+                .audit
+                .trusted_keys()
+                .map_err(|reason| anyhow::anyhow!("MEDFLOW_AUDIT_PUBLIC_KEYS: {reason}"))?,
             doctor_cache: DoctorCache::default(),
             notifications: NotificationHub::default(),
         });

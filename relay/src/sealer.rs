@@ -19,7 +19,10 @@ pub async fn run(settings: AuditSealSettings, pool: Pool, shutdown: Cancellation
     let signer = match CheckpointSigner::from_base64_seed(&key) {
         Ok(signer) => signer,
         Err(reason) => {
-            tracing::error!(reason, "audit checkpoints are not sealed");
+            tracing::error!(
+                reason,
+                "MEDFLOW_AUDIT_SIGNING_KEY is invalid; audit checkpoints are not sealed"
+            );
             return;
         }
     };

@@ -503,7 +503,11 @@ async fn verify_names_first_tampered_row() {
     trail.seal();
     let intact = trail.verify();
     assert_eq!(intact.code, 0, "{}{}", intact.stdout, intact.stderr);
-    assert!(intact.stdout.contains("events: intact up to position"));
+    assert!(
+        intact.stdout.contains("events: intact:"),
+        "{}",
+        intact.stdout
+    );
 
     let superuser = trail.superuser().await;
     let positions: Vec<i64> = superuser
@@ -756,7 +760,11 @@ async fn verify_catches_rewritten_hashes() {
         "{}",
         run.stdout
     );
-    assert!(run.stdout.contains("no checkpoint covers it"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("no checkpoint covers it"),
+        "{}",
+        run.stdout
+    );
 }
 
 #[tokio::test]
@@ -904,6 +912,9 @@ async fn bad_replay_parameters_rejected() {
             "later than from",
         ),
         ("colour=red", "query", "colour"),
+        ("aggregate_id=%00", "aggregate_id", "control character"),
+        ("aggregate_type=%00", "aggregate_type", "control character"),
+        ("aggregate_type=banana", "aggregate_type", "'banana'"),
     ];
     for (query, field, value) in cases {
         let response = trail
@@ -922,6 +933,43 @@ async fn bad_replay_parameters_rejected() {
         .query_get(&compliance, "/audit/fhir?format=csv")
         .await;
     expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let response = trail
+        .api
+        .query_get(&compliance, "/admin/audit/verify?deep=yes")
+        .await;
+    expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+
+    // A rejected query string still records who sent it.
+    let rejected: Vec<Option<Uuid>> = trail
+        .env
+        .owner_client()
+        .await
+        .query(
+            "SELECT actor_id FROM audit_entries WHERE action = 'GET /audit/records' AND outcome = 'failure'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(rejected.len(), cases.len());
+    assert!(rejected.iter().all(Option::is_some));
+
+    let run = trail.cli(&[
+        "audit",
+        "replay",
+        "--from",
+        "2026-01-02",
+        "--to",
+        "2026-01-01",
+    ]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("must be later than --from"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[tokio::test]
@@ -1056,4 +1104,34 @@ async fn denied_commands_are_recorded() {
     );
     assert_eq!(row.get::<_, Option<Uuid>>(4), Some(scene.patient_a.0));
     assert_eq!(row.get::<_, String>(5), "denied");
+}
+
+#[tokio::test]
+async fn verify_names_deleted_middle_event() {
+    let trail = Trail::start().await;
+    let scene = scene(&trail).await;
+    trail.seal();
+    let superuser = trail.superuser().await;
+    // The doctor's profile has five events; the third one goes, and its successor stays.
+    let third: i64 = superuser
+        .query_one(
+            "SELECT global_position FROM events WHERE aggregate_id = $1 AND sequence = 3",
+            &[&scene.doctor.to_string()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    superuser
+        .execute("DELETE FROM events WHERE global_position = $1", &[&third])
+        .await
+        .unwrap();
+    let run = trail.verify();
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stdout.contains(&format!(
+            "events: first mismatch at position {third}: the event at position {third} is missing"
+        )),
+        "{}",
+        run.stdout
+    );
 }

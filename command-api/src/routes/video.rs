@@ -14,6 +14,7 @@ use medflow_domain::values::Role;
 use medflow_infra::audit::{AuditEntry, Outcome};
 use medflow_infra::event_store::{EventMetadata, TransactionalError};
 use medflow_infra::video::{Participant, VideoToken, WebhookKind, WebhookNotice, WebhookRejection};
+use medflow_infra::web::access;
 use medflow_infra::web::auth::Authenticated;
 use medflow_infra::web::problem::Problem;
 use medflow_infra::web::{request_id, ApiError};
@@ -66,26 +67,24 @@ pub async fn video_token(
     auth.require_role(&[Role::Patient, Role::Doctor])?;
     let appointment_id = parse_appointment_id(&path)?;
     record_aggregate(&request, &appointment_id.to_string());
-    let mut audit = AuditEntry {
+    // A refused request is recorded by the access log; an issued token here, since
+    // the command leaves no event.
+    let access = issue(&state, &auth, appointment_id).await?;
+    let audit = AuditEntry {
         actor_id: Some(auth.session.account_id),
         actor_role: Some(auth.session.role),
         action: "appointment.video_token".into(),
         target_type: Some("appointment".into()),
         target_id: Some(appointment_id.to_string()),
-        outcome: Outcome::Failure,
+        outcome: Outcome::Success,
         request_id: request_id::current(),
         client_address_index: None,
-        patient_id: None,
+        patient_id: access::noted_patient(),
         client_address: None,
     };
-    let result = issue(&state, &auth, appointment_id).await;
-    if result.is_ok() {
-        audit.outcome = Outcome::Success;
-    }
     if let Err(error) = state.audit.record(&audit).await {
         tracing::error!(%appointment_id, error = %error, "recording the video token audit entry failed");
     }
-    let access = result?;
     tracing::info!(%appointment_id, identity = %access.token.identity, "video token issued");
     Ok(HttpResponse::Created().json(access))
 }

@@ -280,6 +280,7 @@ impl Sealer {
                 first_position = checkpoint.first_position,
                 last_position = checkpoint.last_position,
                 rows = checkpoint.row_count,
+                digest = hex::encode(&checkpoint.digest),
                 "audit checkpoint sealed"
             );
             written.push(checkpoint);

@@ -77,6 +77,7 @@ fn access_event(access: &AccessRecord) -> Value {
     };
     let (outcome, description) = match access.outcome.as_str() {
         "success" => ("0", None),
+        "denied" if access.actor_id.is_none() => ("4", Some("denied: no valid session")),
         "denied" => ("4", Some("denied: the actor may not access this record")),
         _ => ("4", Some("failed")),
     };
@@ -106,7 +107,7 @@ fn access_event(access: &AccessRecord) -> Value {
         "recorded": access.recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true),
         "outcome": outcome,
         "agent": [agent(actor.as_deref(), access.actor_role.as_deref(), access.client_address.as_deref())],
-        "source": source("query-api"),
+        "source": source(observer(&access.action)),
         "entity": entities,
     });
     if let Some(description) = description {
@@ -142,6 +143,18 @@ fn agent(actor: Option<&str>, role: Option<&str>, address: Option<&str>) -> Valu
         agent["network"] = json!({"address": address, "type": "2"});
     }
     agent
+}
+
+/// The service that recorded an access entry: reads come from the query API, replays
+/// run by operators from the CLI, logins and commands from the command API.
+fn observer(action: &str) -> &'static str {
+    if action.starts_with("GET ") {
+        "query-api"
+    } else if action.starts_with("cli ") {
+        "cli"
+    } else {
+        "command-api"
+    }
 }
 
 fn patient_entity(patient: &str) -> Value {

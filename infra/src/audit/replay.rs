@@ -18,6 +18,23 @@ use super::records::{AccessRecord, AuditRecord, EventRecord};
 use crate::crypto::keys::KeyRing;
 use crate::events::StoredEvent;
 
+/// Values of the `aggregate_type` filter: the aggregate types of events and the target
+/// types of access entries. Access entries name a target by the route's last path
+/// parameter unless the handler names it, so a route with a new parameter adds a type here.
+pub const RECORD_TYPES: &[&str] = &[
+    "account",
+    "appointment",
+    "audit_trail",
+    "doctor",
+    "doctor_schedule",
+    "license_document",
+    "notification",
+    "notifications",
+    "patient",
+    "session",
+    "time_off",
+];
+
 /// Rows fetched per cursor round trip.
 pub const BATCH_SIZE: i64 = 2_000;
 

@@ -47,12 +47,12 @@ impl StreamReport {
     pub fn summary(&self) -> String {
         match &self.problem {
             None => format!(
-                "{}: intact up to position {} ({} rows, {} checkpoints, {} rows not sealed yet)",
+                "{}: intact: {} checked; sealed up to position {} by {}; {} not sealed yet",
                 self.stream,
+                count(self.rows_checked, "row"),
                 self.sealed_up_to,
-                self.rows_checked,
-                self.checkpoints_checked,
-                self.unsealed_rows
+                count(self.checkpoints_checked, "checkpoint"),
+                count(self.unsealed_rows, "row"),
             ),
             Some(problem) => format!(
                 "{}: first mismatch at position {}: {}",
@@ -356,6 +356,9 @@ impl Walk {
     fn event(&mut self, row: EventRow) -> Result<(), Problem> {
         self.rows_checked += 1;
         let position = row.global_position;
+        // Checkpoints first: a row missing before this one is the first problem, not
+        // this row's missing predecessor.
+        self.place(position, row.recorded_at, &row.hash)?;
         let key = (row.aggregate_type.clone(), row.aggregate_id.clone());
         let previous = if row.sequence <= 1 {
             GENESIS
@@ -389,7 +392,6 @@ impl Walk {
             position,
             reason: "the stored hash is not 32 bytes".to_owned(),
         })?;
-        self.place(position, row.recorded_at, &row.hash)?;
         self.chains.insert(key, (row.sequence, stored));
         Ok(())
     }
@@ -397,6 +399,7 @@ impl Walk {
     fn entry(&mut self, row: EntryRow) -> Result<(), Problem> {
         self.rows_checked += 1;
         let position = row.entry_id;
+        self.place(position, row.recorded_at, &row.hash)?;
         if row.expected_hash().as_slice() != row.hash.as_slice() {
             return Err(Problem {
                 position,
@@ -405,7 +408,7 @@ impl Walk {
                 ),
             });
         }
-        self.place(position, row.recorded_at, &row.hash)
+        Ok(())
     }
 }
 
@@ -415,5 +418,13 @@ fn missing_row(noun: &str, position: i64, checkpoint_id: i64) -> Problem {
         reason: format!(
             "the {noun} at position {position} is missing: checkpoint {checkpoint_id} sealed a row there"
         ),
+    }
+}
+
+fn count(number: u64, noun: &str) -> String {
+    if number == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{number} {noun}s")
     }
 }

@@ -22,7 +22,7 @@ use super::ApiError;
 use crate::audit::replay::CLIENT_ADDRESS_FIELD;
 use crate::audit::{AuditEntry, AuditLog, Outcome};
 use crate::crypto::keys::KeyRing;
-use crate::sessions::Session;
+use crate::sessions::{Session, SessionStore};
 
 /// What the handler reports about the request it served.
 #[derive(Debug, Default, Clone)]
@@ -53,6 +53,14 @@ pub fn patient(patient_id: Uuid) {
             note.patients.push(patient_id);
         }
     });
+}
+
+/// The first patient noted for the current request, for handlers that write an entry
+/// of their own.
+pub fn noted_patient() -> Option<Uuid> {
+    NOTE.try_with(|note| note.borrow().patients.first().copied())
+        .ok()
+        .flatten()
 }
 
 /// The caller may not see the record, whatever status the response carries (a
@@ -184,13 +192,31 @@ where
 }
 
 impl Inner {
+    async fn caller(&self, request: &actix_web::HttpRequest) -> Option<Session> {
+        let token = super::auth::bearer_token(request)?;
+        let store = request.app_data::<actix_web::web::Data<SessionStore>>()?;
+        match store.authenticate(&token).await {
+            Ok(session) => session,
+            Err(error) => {
+                tracing::warn!(error = %error, "looking up the caller of a rejected request failed");
+                None
+            }
+        }
+    }
+
     async fn record(
         &self,
         response: &ServiceResponse<BoxBody>,
         action: String,
         note: Note,
     ) -> anyhow::Result<()> {
-        let session = response.request().extensions().get::<Session>().cloned();
+        let mut session = response.request().extensions().get::<Session>().cloned();
+        if session.is_none() {
+            // An extractor that failed first (such as an invalid query string) stops the
+            // handler before it authenticates; the caller is still looked up for the
+            // entry.
+            session = self.caller(response.request()).await;
+        }
         let status = response.status();
         let outcome = if note.denied
             || status == actix_web::http::StatusCode::UNAUTHORIZED

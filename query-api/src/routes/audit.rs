@@ -74,6 +74,16 @@ impl ReplayParams {
         };
         let bounded = |errors: &mut Vec<FieldError>, field: &str, raw: Option<&str>, max| {
             let raw = raw?;
+            if raw.chars().any(char::is_control) {
+                errors.push(FieldError::new(
+                    field,
+                    format!(
+                        "'{}' contains a control character",
+                        truncate(&raw.escape_default().to_string(), 40)
+                    ),
+                ));
+                return None;
+            }
             if raw.is_empty() || raw.chars().count() > max {
                 errors.push(FieldError::new(
                     field,
@@ -98,6 +108,18 @@ impl ReplayParams {
                 (true, true)
             }
         };
+        if let Some(raw) = self.aggregate_type.as_deref() {
+            if !replay::RECORD_TYPES.contains(&raw) {
+                errors.push(FieldError::new(
+                    "aggregate_type",
+                    format!(
+                        "'{}' is not a record type; expected one of {}",
+                        truncate(&raw.escape_default().to_string(), 40),
+                        replay::RECORD_TYPES.join(", ")
+                    ),
+                ));
+            }
+        }
         let filter = ReplayFilter {
             from: optional_instant(errors, "from", self.from.as_deref()),
             to: optional_instant(errors, "to", self.to.as_deref()),
@@ -358,6 +380,11 @@ fn replay_stream(
     })
 }
 
+/// The verify route takes no query parameters; any given is rejected.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoParams {}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct VerifyReport {
     /// True when every stream is intact.
@@ -381,6 +408,7 @@ pub struct VerifyReport {
 pub async fn verify(
     auth: Authenticated,
     state: web::Data<SharedState>,
+    _params: web::Query<NoParams>,
 ) -> Result<HttpResponse, ApiError> {
     auth.require_role(AUDITORS)?;
     access::target("audit_trail", "verify");
