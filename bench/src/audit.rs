@@ -10,7 +10,7 @@
 //! The relay and projectors are stopped first: they would copy the synthetic events
 //! to Kafka and project them while the run measures.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
@@ -22,7 +22,7 @@ use uuid::Uuid;
 use crate::child::{self, ChildRun, Memory};
 use crate::seed::Seeded;
 
-/// Aggregates whose events one round of inserts writes; the statement for sequence 1
+/// Aggregates whose events one round of inserts writes. The statement for sequence 1
 /// inserts one row per aggregate, so no statement inserts more than this many rows.
 const CHUNK_AGGREGATES: i64 = 50_000;
 /// Events of synthetic aggregate `g`, from 1 to 5, as SQL over the column `g`.
@@ -56,6 +56,13 @@ const VERIFY_SELECT: &str = "SELECT global_position, aggregate_type, aggregate_i
      event_type, event_version, payload::text, metadata::text, transaction_id::text, \
      recorded_at, hash FROM events ORDER BY global_position";
 
+/// An index that lets the replay's per-row `event_subjects` lookup use an index scan
+/// instead of a sequential scan. No migration creates it; `--audit-subject-index`
+/// measures the replay with and without it.
+const SUBJECT_INDEX_NAME: &str = "bench_event_subjects_by_aggregate";
+const SUBJECT_INDEX: &str =
+    "CREATE INDEX bench_event_subjects_by_aggregate ON event_subjects (aggregate_type, aggregate_id)";
+
 /// One timed pass over the events.
 #[derive(Debug, Clone, Copy)]
 pub struct Pass {
@@ -63,6 +70,9 @@ pub struct Pass {
     pub bytes: u64,
     pub elapsed: Duration,
     pub memory: Option<Memory>,
+    /// False if the pass was stopped at the time limit; `events` then counts what it
+    /// delivered until then.
+    pub finished: bool,
 }
 
 impl Pass {
@@ -76,8 +86,16 @@ impl Pass {
             bytes: run.stdout_bytes,
             elapsed: run.elapsed,
             memory: Some(run.memory),
+            finished: !run.killed,
         }
     }
+}
+
+/// The COPY baseline and both replays over one state of the table.
+pub struct ReplayPasses {
+    pub copy: Pass,
+    pub replay: Pass,
+    pub replay_http: Pass,
 }
 
 /// Measurements at one size of the event table.
@@ -88,15 +106,15 @@ pub struct Step {
     pub insert_elapsed: Duration,
     pub average_payload_bytes: f64,
     pub average_metadata_bytes: f64,
-    pub copy: Pass,
+    pub shipped: ReplayPasses,
     pub copy_plain: Pass,
     pub copy_verify_columns: Pass,
-    pub replay: Pass,
-    pub replay_http: Pass,
     pub seal: Pass,
     pub seal_output: String,
     pub verify: Pass,
     pub verify_output: String,
+    /// The replay passes again with `SUBJECT_INDEX` in place (`--audit-subject-index`).
+    pub indexed: Option<ReplayPasses>,
 }
 
 pub struct AuditReport {
@@ -110,36 +128,33 @@ impl AuditReport {
             text.push_str(&step.lines());
             text.push('\n');
         }
-        if let (Some(first), Some(last)) = (self.steps.first(), self.steps.last()) {
-            if self.steps.len() > 1 {
+        text.push_str("replay peak RSS (VmHWM, max sampled VmRSS):");
+        for step in &self.steps {
+            text.push_str(&format!(
+                "\n  {} events: {} after {} events{}",
+                step.events,
+                peak(step.shipped.replay.memory),
+                step.shipped.replay.events,
+                if step.shipped.replay.finished {
+                    ""
+                } else {
+                    " (stopped at the time limit)"
+                },
+            ));
+            if let Some(indexed) = &step.indexed {
                 text.push_str(&format!(
-                    "replay peak RSS: {} at {} events, {} at {} events\n",
-                    peak(first.replay.memory),
-                    first.events,
-                    peak(last.replay.memory),
-                    last.events,
+                    "; with the subject index {} after {} events",
+                    peak(indexed.replay.memory),
+                    indexed.replay.events
                 ));
             }
         }
-        text.trim_end().to_owned()
+        text
     }
 }
 
 impl Step {
     fn lines(&self) -> String {
-        let copy_rate = self.copy.events_per_second();
-        let row = |label: &str, pass: &Pass| {
-            let rate = pass.events_per_second();
-            format!(
-                "  {label:<46} {:>9} {:>8.2} {:>11.0} {:>7.3} {:>10.1} {:>22}\n",
-                pass.events,
-                pass.elapsed.as_secs_f64(),
-                rate,
-                rate / copy_rate,
-                pass.bytes as f64 / (1024.0 * 1024.0),
-                peak(pass.memory),
-            )
-        };
         let mut text = format!(
             "audit replay at {} events ({} inserted in {:.1} s, {:.0} events/s through the sealing trigger; \
              average payload {:.0} B, metadata {:.0} B):\n",
@@ -151,40 +166,58 @@ impl Step {
             self.average_metadata_bytes,
         );
         text.push_str(&format!(
-            "  {:<46} {:>9} {:>8} {:>11} {:>7} {:>10} {:>22}\n",
-            "pass", "events", "seconds", "events/s", "ratio", "MiB out", "peak RSS (max VmRSS)"
+            "  {:<52} {:>9} {:>8} {:>9} {:>11} {:>7} {:>9} {:>24}\n",
+            "pass",
+            "events",
+            "finished",
+            "seconds",
+            "events/s",
+            "ratio",
+            "MiB out",
+            "peak RSS (max VmRSS)"
         ));
-        text.push_str(&row(
-            "COPY (replay's SELECT) TO STDOUT [baseline]",
-            &self.copy,
-        ));
-        text.push_str(&row(
-            "COPY without the event_subjects lookup",
-            &self.copy_plain,
-        ));
-        text.push_str(&row(
-            "COPY (verify's SELECT) TO STDOUT",
-            &self.copy_verify_columns,
-        ));
-        text.push_str(&row("medflow audit replay --kind events", &self.replay));
-        text.push_str(&row("GET /audit/records?kind=events", &self.replay_http));
-        text.push_str(&row("medflow audit seal (new rows only)", &self.seal));
-        text.push_str(&row("medflow audit verify", &self.verify));
-        let met = |yes: bool| if yes { "met" } else { "NOT met" };
-        let replay_rate = self.replay.events_per_second();
-        let verify_rate = self.verify.events_per_second();
+        let baseline = &self.shipped.copy;
+        let rows = [
+            ("COPY (replay's SELECT) TO STDOUT [baseline]", baseline),
+            ("COPY without the event_subjects lookup", &self.copy_plain),
+            (
+                "COPY (verify's SELECT) TO STDOUT",
+                &self.copy_verify_columns,
+            ),
+            ("medflow audit replay --kind events", &self.shipped.replay),
+            ("GET /audit/records?kind=events", &self.shipped.replay_http),
+            ("medflow audit seal (new rows only)", &self.seal),
+            ("medflow audit verify", &self.verify),
+        ];
+        for (label, pass) in rows {
+            text.push_str(&row(label, pass, baseline));
+        }
+        if let Some(indexed) = &self.indexed {
+            let rows = [
+                (
+                    "with subject index: COPY (replay's SELECT) [baseline]",
+                    &indexed.copy,
+                ),
+                ("with subject index: medflow audit replay", &indexed.replay),
+                (
+                    "with subject index: GET /audit/records",
+                    &indexed.replay_http,
+                ),
+            ];
+            for (label, pass) in rows {
+                text.push_str(&row(label, pass, &indexed.copy));
+            }
+        }
         text.push_str(&format!(
-            "  targets: replay/COPY {:.3} >= {TARGET_RATIO}: {}; replay {:.0} events/s >= {TARGET_EVENTS_PER_SECOND:.0}: {}; \
-             verify/COPY {:.3} >= {TARGET_RATIO}: {}; verify {:.0} events/s >= {TARGET_EVENTS_PER_SECOND:.0}: {}\n",
-            replay_rate / copy_rate,
-            met(replay_rate / copy_rate >= TARGET_RATIO),
-            replay_rate,
-            met(replay_rate >= TARGET_EVENTS_PER_SECOND),
-            verify_rate / copy_rate,
-            met(verify_rate / copy_rate >= TARGET_RATIO),
-            verify_rate,
-            met(verify_rate >= TARGET_EVENTS_PER_SECOND),
+            "  targets as shipped: {}\n",
+            targets(&self.shipped, &self.verify)
         ));
+        if let Some(indexed) = &self.indexed {
+            text.push_str(&format!(
+                "  targets with the subject index: {}\n",
+                targets(indexed, &self.verify)
+            ));
+        }
         text.push_str(&format!(
             "  seal: {}\n",
             self.seal_output.trim().replace('\n', "; ")
@@ -195,6 +228,46 @@ impl Step {
         ));
         text
     }
+}
+
+fn row(label: &str, pass: &Pass, baseline: &Pass) -> String {
+    let rate = pass.events_per_second();
+    format!(
+        "  {label:<52} {:>9} {:>8} {:>9.2} {:>11.0} {:>7.3} {:>9.1} {:>24}\n",
+        pass.events,
+        if pass.finished { "yes" } else { "no" },
+        pass.elapsed.as_secs_f64(),
+        rate,
+        rate / baseline.events_per_second(),
+        pass.bytes as f64 / (1024.0 * 1024.0),
+        peak(pass.memory),
+    )
+}
+
+/// Formats the targets, each with its measured value. The rates of a pass stopped at
+/// the time limit are over the events it delivered until then.
+fn targets(passes: &ReplayPasses, verify: &Pass) -> String {
+    let met = |yes: bool| if yes { "met" } else { "NOT met" };
+    let copy_rate = passes.copy.events_per_second();
+    let replay_rate = passes.replay.events_per_second();
+    let verify_rate = verify.events_per_second();
+    let partial = if passes.copy.finished && passes.replay.finished {
+        ""
+    } else {
+        " (a pass was stopped at the time limit)"
+    };
+    format!(
+        "replay/COPY {:.3} >= {TARGET_RATIO}: {}; replay {:.0} events/s >= {TARGET_EVENTS_PER_SECOND:.0}: {}; \
+         verify/COPY {:.3} >= {TARGET_RATIO}: {}; verify {:.0} events/s >= {TARGET_EVENTS_PER_SECOND:.0}: {}{partial}",
+        replay_rate / copy_rate,
+        met(replay_rate / copy_rate >= TARGET_RATIO),
+        replay_rate,
+        met(replay_rate >= TARGET_EVENTS_PER_SECOND),
+        verify_rate / copy_rate,
+        met(verify_rate / copy_rate >= TARGET_RATIO),
+        verify_rate,
+        met(verify_rate >= TARGET_EVENTS_PER_SECOND),
+    )
 }
 
 fn peak(memory: Option<Memory>) -> String {
@@ -209,60 +282,82 @@ fn peak(memory: Option<Memory>) -> String {
     }
 }
 
+/// Settings of the scenario, from the command line.
+pub struct Options {
+    /// Sizes of the event table to measure at, ascending.
+    pub totals: Vec<u64>,
+    /// The release build of the operator command.
+    pub medflow: PathBuf,
+    /// COPY and replay passes still running after this long are stopped.
+    pub pass_limit: Duration,
+    /// Also measures the replay passes with `SUBJECT_INDEX` created.
+    pub subject_index: bool,
+}
+
+/// Connections, the operator command and its environment, shared by every pass.
+struct Context<'a> {
+    seeded: &'a Seeded,
+    owner: Client,
+    /// A connection of the application role, as the replay uses.
+    reader: Client,
+    medflow: &'a Path,
+    keys: Keys,
+    compliance_token: String,
+    pass_limit: Duration,
+}
+
 /// Stops the relay and projectors of `seeded`, fills its event table up to each total
-/// in `totals` (ascending) and measures every pass at each size. `medflow` is the
-/// release build of the operator command.
-pub async fn run(seeded: &Seeded, totals: &[u64], medflow: &Path) -> anyhow::Result<AuditReport> {
+/// of `options.totals` and measures every pass at each size.
+pub async fn run(seeded: &Seeded, options: &Options) -> anyhow::Result<AuditReport> {
     anyhow::ensure!(
-        medflow.exists(),
+        options.medflow.exists(),
         "{} is missing; build it with `cargo build --release -p medflow-cli` or pass --medflow-bin",
-        medflow.display()
+        options.medflow.display()
     );
     anyhow::ensure!(
-        totals.windows(2).all(|pair| pair[0] < pair[1]),
-        "--audit-events must be ascending, got {totals:?}"
+        options.totals.windows(2).all(|pair| pair[0] < pair[1]),
+        "--audit-events must be ascending, got {:?}",
+        options.totals
     );
-    // The session is created while the projectors still run; the query API stays up.
-    let compliance = compliance_token(seeded).await?;
+    // The compliance account is created while the projectors still run; the query API
+    // stays up after they stop.
+    let compliance_token = compliance_token(seeded).await?;
     seeded.env.stop_services().await;
 
-    let keys = signing_keys(seeded, medflow).await?;
-    let owner = seeded.env.owner_client().await;
-    let reader = seeded.env.app_client().await;
+    let context = Context {
+        seeded,
+        owner: seeded.env.owner_client().await,
+        reader: seeded.env.app_client().await,
+        medflow: &options.medflow,
+        keys: signing_keys(seeded, &options.medflow).await?,
+        compliance_token,
+        pass_limit: options.pass_limit,
+    };
     let tag = Uuid::new_v4().simple().to_string();
     let mut next_aggregate = 0;
-    let mut steps = Vec::with_capacity(totals.len());
-    for &total in totals {
-        let existing = count_events(&owner).await?;
-        let wanted = total.saturating_sub(existing);
+    let mut steps = Vec::with_capacity(options.totals.len());
+    for &total in &options.totals {
+        let existing = count_events(&context.owner).await?;
+        let to_insert = total.saturating_sub(existing);
         if existing > total {
             eprintln!(
                 "audit replay: the table already holds {existing} events, more than {total}; measuring as is"
             );
         }
-        eprintln!("audit replay: inserting {wanted} events to reach {total}");
+        eprintln!("audit replay: inserting {to_insert} events to reach {total}");
         let started = Instant::now();
-        next_aggregate = insert_events(&owner, &tag, next_aggregate, wanted).await?;
+        next_aggregate = insert_events(&context.owner, &tag, next_aggregate, to_insert).await?;
         let insert_elapsed = started.elapsed();
         // Every pass then reads a vacuumed table with hint bits set, as autovacuum
         // would leave it, instead of the first pass paying for that. VACUUM cannot
         // run inside the implicit transaction of a multi-statement query.
         for table in ["events", "event_subjects"] {
-            owner
+            context
+                .owner
                 .batch_execute(&format!("VACUUM (ANALYZE) {table}"))
                 .await?;
         }
-        let step = measure(
-            seeded,
-            &owner,
-            &reader,
-            medflow,
-            &keys,
-            &compliance,
-            wanted,
-            insert_elapsed,
-        )
-        .await?;
+        let step = measure(&context, to_insert, insert_elapsed, options.subject_index).await?;
         eprintln!("{}", step.lines());
         steps.push(step);
     }
@@ -276,13 +371,13 @@ struct Keys {
 }
 
 async fn signing_keys(seeded: &Seeded, medflow: &Path) -> anyhow::Result<Keys> {
-    let generated = child::run(medflow, &["audit", "generate-key"], &[]).await?;
+    let generated = child::run(medflow, &["audit", "generate-key"], &[], None).await?;
     generated.ensure_success("medflow audit generate-key")?;
     let signing_key = generated.stdout_head.trim().to_owned();
     let mut envs = seeded.env.env_vars();
     envs.retain(|(key, _)| !key.starts_with("MEDFLOW_AUDIT_"));
     envs.push(("MEDFLOW_AUDIT_SIGNING_KEY".into(), signing_key));
-    let public = child::run(medflow, &["audit", "public-key"], &envs).await?;
+    let public = child::run(medflow, &["audit", "public-key"], &envs, None).await?;
     public.ensure_success("medflow audit public-key")?;
     envs.push((
         "MEDFLOW_AUDIT_PUBLIC_KEYS".into(),
@@ -366,12 +461,13 @@ async fn insert_events(
     Ok(last + 1)
 }
 
-/// One `INSERT … SELECT` of event `sequence` of aggregates `first..=upto` that have that
-/// many events. Sequence 1 is an `AppointmentBooked` (every tenth one in the old
-/// version 1 without `consultation`, which the replay upcasts), the last of two or more
-/// is an `AppointmentCancelled` with a sealed reason of 240 to 704 bytes, and those in
-/// between are `AppointmentRescheduled`. The values are derived from `g` with `md5`, so
-/// every run writes the same shapes; only `tag` makes the aggregate ids unique.
+/// Builds one `INSERT … SELECT` of event `sequence` of the aggregates `first..=upto`
+/// that have that many events. Sequence 1 is an `AppointmentBooked`. Every tenth one is
+/// in the old version 1 without `consultation`, which the replay upcasts. The last event
+/// of an aggregate with two or more is an `AppointmentCancelled` with a sealed reason of
+/// 240 to 704 bytes, and those in between are `AppointmentRescheduled`. The values are
+/// derived from `g` with `md5`, so every run writes the same shapes, and only `tag`
+/// makes the aggregate ids unique.
 fn insert_sql(
     tag: &str,
     first: i64,
@@ -441,17 +537,14 @@ fn insert_sql(
     )
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn measure(
-    seeded: &Seeded,
-    owner: &Client,
-    reader: &Client,
-    medflow: &Path,
-    keys: &Keys,
-    compliance: &str,
+    context: &Context<'_>,
     inserted: u64,
     insert_elapsed: Duration,
+    subject_index: bool,
 ) -> anyhow::Result<Step> {
+    let owner = &context.owner;
+    let reader = &context.reader;
     let events = count_events(owner).await?;
     let sizes = owner
         .query_one(
@@ -462,26 +555,10 @@ async fn measure(
         .await?;
 
     // A first pass reads the table into the caches; the timed passes follow.
-    copy_out(reader, PLAIN_SELECT).await?;
-    let copy = copy_out(reader, REPLAY_SELECT).await?;
-    let copy_plain = copy_out(reader, PLAIN_SELECT).await?;
-    let copy_verify_columns = copy_out(reader, VERIFY_SELECT).await?;
-    ensure_count("COPY", copy.events, events)?;
-
-    eprintln!("audit replay: medflow audit replay over {events} events");
-    let replay_run = child::run(
-        medflow,
-        &["audit", "replay", "--kind", "events", "--format", "jsonl"],
-        &keys.envs,
-    )
-    .await?;
-    replay_run.ensure_success("medflow audit replay")?;
-    ensure_count("medflow audit replay", replay_run.stdout_lines, events)?;
-    let replay = Pass::from_child(&replay_run, replay_run.stdout_lines);
-
-    eprintln!("audit replay: GET /audit/records over {events} events");
-    let replay_http = replay_over_http(seeded, compliance).await?;
-    ensure_count("GET /audit/records", replay_http.events, events)?;
+    copy_out(reader, PLAIN_SELECT, context.pass_limit).await?;
+    let copy_plain = copy_out(reader, PLAIN_SELECT, context.pass_limit).await?;
+    let copy_verify_columns = copy_out(reader, VERIFY_SELECT, context.pass_limit).await?;
+    let shipped = replay_passes(context, events).await?;
 
     eprintln!("audit replay: medflow audit seal");
     let sealed_before: i64 = owner
@@ -491,7 +568,13 @@ async fn measure(
         )
         .await?
         .get(0);
-    let seal_run = child::run(medflow, &["audit", "seal"], &keys.envs).await?;
+    let seal_run = child::run(
+        context.medflow,
+        &["audit", "seal"],
+        &context.keys.envs,
+        None,
+    )
+    .await?;
     seal_run.ensure_success("medflow audit seal")?;
     let newly_sealed: i64 = owner
         .query_one(
@@ -503,9 +586,27 @@ async fn measure(
     let seal = Pass::from_child(&seal_run, newly_sealed as u64);
 
     eprintln!("audit replay: medflow audit verify over {events} events");
-    let verify_run = child::run(medflow, &["audit", "verify"], &keys.envs).await?;
+    let verify_run = child::run(
+        context.medflow,
+        &["audit", "verify"],
+        &context.keys.envs,
+        None,
+    )
+    .await?;
     verify_run.ensure_success("medflow audit verify")?;
     let verify = Pass::from_child(&verify_run, events);
+
+    let indexed = if subject_index {
+        eprintln!("audit replay: creating {SUBJECT_INDEX_NAME} for the passes with the index");
+        owner.batch_execute(SUBJECT_INDEX).await?;
+        let passes = replay_passes(context, events).await;
+        owner
+            .batch_execute(&format!("DROP INDEX {SUBJECT_INDEX_NAME}"))
+            .await?;
+        Some(passes?)
+    } else {
+        None
+    };
 
     Ok(Step {
         events,
@@ -513,37 +614,134 @@ async fn measure(
         insert_elapsed,
         average_payload_bytes: sizes.get(0),
         average_metadata_bytes: sizes.get(1),
-        copy,
+        shipped,
         copy_plain,
         copy_verify_columns,
-        replay,
-        replay_http,
         seal,
         seal_output: seal_run.stdout_head,
         verify,
         verify_output: verify_run.stdout_head,
+        indexed,
     })
 }
 
-fn ensure_count(what: &str, counted: u64, expected: u64) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        counted == expected,
-        "{what} returned {counted} events, but the table holds {expected}"
-    );
+/// Runs the COPY baseline, `medflow audit replay` and `GET /audit/records` over the
+/// whole table, which contains `events` rows. A pass stopped at the time limit has its
+/// server-side query cancelled before the next pass starts.
+async fn replay_passes(context: &Context<'_>, events: u64) -> anyhow::Result<ReplayPasses> {
+    let limit = context.pass_limit;
+    eprintln!("audit replay: COPY of the replay's SELECT over {events} events");
+    let copy = copy_out(&context.reader, REPLAY_SELECT, limit).await?;
+    check_pass("COPY", &copy, events)?;
+    cancel_running_queries(&context.reader).await?;
+
+    eprintln!("audit replay: medflow audit replay over {events} events");
+    let run = child::run(
+        context.medflow,
+        &["audit", "replay", "--kind", "events", "--format", "jsonl"],
+        &context.keys.envs,
+        Some(limit),
+    )
+    .await?;
+    if !run.killed {
+        run.ensure_success("medflow audit replay")?;
+    }
+    let replay = Pass::from_child(&run, run.stdout_lines);
+    check_pass("medflow audit replay", &replay, events)?;
+    cancel_running_queries(&context.reader).await?;
+
+    eprintln!("audit replay: GET /audit/records over {events} events");
+    let replay_http = replay_over_http(context.seeded, &context.compliance_token, limit).await?;
+    check_pass("GET /audit/records", &replay_http, events)?;
+    cancel_running_queries(&context.reader).await?;
+
+    Ok(ReplayPasses {
+        copy,
+        replay,
+        replay_http,
+    })
+}
+
+/// Fails if a finished pass did not deliver every event of the table.
+fn check_pass(what: &str, pass: &Pass, expected: u64) -> anyhow::Result<()> {
+    if pass.finished {
+        anyhow::ensure!(
+            pass.events == expected,
+            "{what} returned {} events, but the table holds {expected}",
+            pass.events
+        );
+    } else {
+        eprintln!(
+            "audit replay: {what} stopped at the time limit after {} of {expected} events",
+            pass.events
+        );
+    }
     Ok(())
 }
 
+/// Cancels the queries of the application role that still run in the benchmark
+/// database, such as the FETCH of a replay that was stopped at the time limit, and
+/// waits until none runs. The services are stopped by then, so no other query of
+/// this role runs there.
+async fn cancel_running_queries(reader: &Client) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let cancelled: i64 = reader
+            .query_one(
+                "SELECT count(*) FROM (
+                     SELECT pg_cancel_backend(pid) FROM pg_stat_activity
+                     WHERE datname = current_database() AND usename = current_user
+                       AND pid <> pg_backend_pid() AND state = 'active') AS running",
+                &[],
+            )
+            .await?
+            .get(0);
+        if cancelled == 0 {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{cancelled} queries of the benchmark database still run 60 s after their cancellation"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Runs `COPY (select) TO STDOUT` in text format and counts rows (one newline each,
-/// since text format escapes newlines inside values) and bytes.
-async fn copy_out(client: &Client, select: &str) -> anyhow::Result<Pass> {
+/// since text format escapes newlines inside values) and bytes. A COPY still running
+/// after `limit` is cancelled.
+async fn copy_out(client: &Client, select: &str, limit: Duration) -> anyhow::Result<Pass> {
     let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + limit;
     let stream = client
         .copy_out(format!("COPY ({select}) TO STDOUT").as_str())
         .await?;
     futures::pin_mut!(stream);
     let mut rows = 0u64;
     let mut bytes = 0u64;
-    while let Some(chunk) = stream.try_next().await? {
+    loop {
+        let chunk = match tokio::time::timeout_at(deadline, stream.try_next()).await {
+            Ok(chunk) => chunk?,
+            Err(_) => {
+                let elapsed = started.elapsed();
+                client
+                    .cancel_token()
+                    .cancel_query(tokio_postgres::NoTls)
+                    .await?;
+                // The stream ends with the cancellation error, which is expected here.
+                while let Ok(Some(_)) = stream.try_next().await {}
+                return Ok(Pass {
+                    events: rows,
+                    bytes,
+                    elapsed,
+                    memory: None,
+                    finished: false,
+                });
+            }
+        };
+        let Some(chunk) = chunk else {
+            break;
+        };
         bytes += chunk.len() as u64;
         rows += chunk.iter().filter(|&&byte| byte == b'\n').count() as u64;
     }
@@ -552,13 +750,16 @@ async fn copy_out(client: &Client, select: &str) -> anyhow::Result<Pass> {
         bytes,
         elapsed: started.elapsed(),
         memory: None,
+        finished: true,
     })
 }
 
 /// Streams `GET /audit/records?kind=events` from the query API running in this
-/// process and counts its JSON lines.
-async fn replay_over_http(seeded: &Seeded, token: &str) -> anyhow::Result<Pass> {
+/// process and counts its JSON lines. A response still streaming after `limit` is
+/// dropped, which closes the connection.
+async fn replay_over_http(seeded: &Seeded, token: &str, limit: Duration) -> anyhow::Result<Pass> {
     let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + limit;
     let response = seeded
         .api
         .http
@@ -575,7 +776,18 @@ async fn replay_over_http(seeded: &Seeded, token: &str) -> anyhow::Result<Pass> 
     let mut body = response.bytes_stream();
     let mut lines = 0u64;
     let mut bytes = 0u64;
-    while let Some(chunk) = body.try_next().await? {
+    let mut finished = true;
+    loop {
+        let chunk = match tokio::time::timeout_at(deadline, body.try_next()).await {
+            Ok(chunk) => chunk?,
+            Err(_) => {
+                finished = false;
+                break;
+            }
+        };
+        let Some(chunk) = chunk else {
+            break;
+        };
         bytes += chunk.len() as u64;
         lines += chunk.iter().filter(|&&byte| byte == b'\n').count() as u64;
     }
@@ -584,5 +796,6 @@ async fn replay_over_http(seeded: &Seeded, token: &str) -> anyhow::Result<Pass> 
         bytes,
         elapsed: started.elapsed(),
         memory: None,
+        finished,
     })
 }

@@ -92,6 +92,17 @@ struct Cli {
     /// program, such as target/release/medflow.
     #[arg(long)]
     medflow_bin: Option<PathBuf>,
+
+    /// Seconds after which `audit-replay` stops a COPY or replay pass that is still
+    /// running and reports the events it delivered until then.
+    #[arg(long, default_value_t = 600)]
+    audit_pass_limit: u64,
+
+    /// Also measure `audit-replay`'s COPY and replays with an index on
+    /// `event_subjects (aggregate_type, aggregate_id)`, which no migration creates,
+    /// and drop it afterwards.
+    #[arg(long)]
+    audit_subject_index: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
@@ -203,7 +214,13 @@ async fn main() -> anyhow::Result<()> {
             Some(path) => path.clone(),
             None => std::env::current_exe()?.with_file_name("medflow"),
         };
-        let report = audit::run(&seeded, &cli.audit_events, &medflow).await?;
+        let options = audit::Options {
+            totals: cli.audit_events.clone(),
+            medflow,
+            pass_limit: Duration::from_secs(cli.audit_pass_limit),
+            subject_index: cli.audit_subject_index,
+        };
+        let report = audit::run(&seeded, &options).await?;
         let lines = report.lines();
         println!("{lines}");
         results.push(lines);
