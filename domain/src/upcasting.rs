@@ -23,6 +23,13 @@ pub fn is_current(event_type: &str, version: &str) -> bool {
     version == current
 }
 
+/// True if some upcaster changes events of this type and version.
+pub fn needs_upcast(event_type: &str, version: &str) -> bool {
+    upcasters()
+        .iter()
+        .any(|upcaster| upcaster.can_upcast(event_type, version))
+}
+
 /// Upcasts one stored event through every upcaster that applies to it, in order.
 pub fn upcast(mut event: SerializedEvent) -> SerializedEvent {
     for upcaster in upcasters() {

@@ -28,7 +28,23 @@ pub struct EventRecord {
     pub request_id: Option<String>,
     /// The person the aggregate is about, when there is one.
     pub patient_id: Option<Uuid>,
+    /// The upcast payload; `Null` when [`EventRecord::payload_text`] holds it instead.
+    #[serde(skip_serializing_if = "Value::is_null")]
     pub payload: Value,
+    /// The payload exactly as stored, for events that need no upcasting: written as is,
+    /// which spares parsing and re-encoding every payload.
+    #[serde(skip)]
+    pub payload_text: Option<String>,
+}
+
+impl EventRecord {
+    /// The payload as JSON text.
+    pub fn payload_json(&self) -> String {
+        match &self.payload_text {
+            Some(text) => text.clone(),
+            None => self.payload.to_string(),
+        }
+    }
 }
 
 /// An access or security entry: a read of patient data, a login, a denied attempt.
@@ -108,7 +124,7 @@ impl AuditRecord {
                 text(event.request_id.as_deref()),
                 String::new(),
                 event.event_version.clone(),
-                event.payload.to_string(),
+                event.payload_json(),
             ],
             AuditRecord::Access(access) => [
                 "access".to_owned(),

@@ -288,15 +288,46 @@ impl Replay {
     }
 }
 
+/// The metadata fields a replay shows.
+#[derive(serde::Deserialize)]
+struct Metadata {
+    actor_id: Option<String>,
+    actor_role: Option<String>,
+    request_id: Option<String>,
+}
+
 fn event_record(row: &tokio_postgres::Row) -> anyhow::Result<AuditRecord> {
     let payload: String = row.get(7);
     let metadata: String = row.get(8);
+    let event_type: String = row.get(5);
+    let event_version: String = row.get(6);
+    // JSON lines need single-line payloads; postgres-es writes them compact.
+    if !medflow_domain::upcasting::needs_upcast(&event_type, &event_version)
+        && !payload.contains('\n')
+    {
+        let meta: Metadata = serde_json::from_str(&metadata)?;
+        return Ok(AuditRecord::Event(EventRecord {
+            position: row.get(0),
+            recorded_at: row.get(1),
+            aggregate_type: row.get(2),
+            aggregate_id: row.get(3),
+            sequence: row.get(4),
+            event_type,
+            event_version,
+            actor_id: meta.actor_id,
+            actor_role: meta.actor_role,
+            request_id: meta.request_id,
+            patient_id: row.get(9),
+            payload: serde_json::Value::Null,
+            payload_text: Some(payload),
+        }));
+    }
     let stored = StoredEvent {
         aggregate_type: row.get(2),
         aggregate_id: row.get(3),
         sequence: row.get(4),
-        event_type: row.get(5),
-        event_version: row.get(6),
+        event_type,
+        event_version,
         payload: serde_json::from_str(&payload)?,
         metadata: serde_json::from_str(&metadata)?,
         global_position: row.get(0),
@@ -324,6 +355,7 @@ fn event_record(row: &tokio_postgres::Row) -> anyhow::Result<AuditRecord> {
         event_type: stored.event_type,
         event_version: stored.event_version,
         payload: stored.payload,
+        payload_text: None,
     }))
 }
 
@@ -410,6 +442,17 @@ impl Format {
                 let mut out = Vec::with_capacity(batch.len() * 256);
                 for record in batch {
                     serde_json::to_writer(&mut out, record)?;
+                    if let AuditRecord::Event(EventRecord {
+                        payload_text: Some(text),
+                        ..
+                    }) = record
+                    {
+                        // The object's closing brace makes way for the stored payload.
+                        out.pop();
+                        out.extend_from_slice(b",\"payload\":");
+                        out.extend_from_slice(text.as_bytes());
+                        out.push(b'}');
+                    }
                     out.push(b'\n');
                 }
                 Ok(out)
@@ -422,5 +465,51 @@ impl Format {
                 Ok(writer.into_inner()?)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(payload: serde_json::Value, payload_text: Option<&str>) -> AuditRecord {
+        AuditRecord::Event(EventRecord {
+            position: 3,
+            recorded_at: chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            aggregate_type: "appointment".into(),
+            aggregate_id: "a1".into(),
+            sequence: 2,
+            event_type: "AppointmentCancelled".into(),
+            event_version: "1".into(),
+            actor_id: Some("p1".into()),
+            actor_role: Some("patient".into()),
+            request_id: None,
+            patient_id: None,
+            payload,
+            payload_text: payload_text.map(str::to_owned),
+        })
+    }
+
+    #[test]
+    fn stored_and_upcast_payloads_encode_alike() {
+        let stored = r#"{"AppointmentCancelled":{"cancelled_by":"patient"}}"#;
+        let raw = event(serde_json::Value::Null, Some(stored));
+        let parsed = event(serde_json::from_str(stored).unwrap(), None);
+        let lines: Vec<serde_json::Value> = [raw, parsed]
+            .iter()
+            .map(|record| {
+                let bytes = Format::JsonLines
+                    .encode(std::slice::from_ref(record))
+                    .unwrap();
+                assert_eq!(bytes.iter().filter(|byte| **byte == b'\n').count(), 1);
+                serde_json::from_slice(&bytes).unwrap()
+            })
+            .collect();
+        assert_eq!(lines[0], lines[1]);
+        assert_eq!(
+            lines[0]["payload"]["AppointmentCancelled"]["cancelled_by"],
+            "patient"
+        );
+        assert_eq!(lines[0]["kind"], "event");
     }
 }
