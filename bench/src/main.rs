@@ -48,8 +48,9 @@ struct Cli {
     #[arg(long, default_value_t = 32)]
     connections: usize,
 
-    /// Patient sessions the query load rotates through. Every request updates its
-    /// session's row (`last_seen_at`), so one shared session would serialize them all.
+    /// Patient sessions the query load rotates through. A request writes its session's
+    /// `last_seen_at` at most once a minute, so sessions share little; several still
+    /// spread those writes.
     #[arg(long, default_value_t = 64)]
     sessions: usize,
 
