@@ -168,9 +168,12 @@ fn access_conditions(filter: &ReplayFilter) -> Conditions {
 }
 
 const EVENT_COLUMNS: &str = "e.global_position, e.recorded_at, e.aggregate_type, e.aggregate_id, \
-     e.sequence, e.event_type, e.event_version, e.payload::text, e.metadata::text, \
-     (SELECT subject_id FROM event_subjects s
-       WHERE s.aggregate_type = e.aggregate_type AND s.aggregate_id = e.aggregate_id LIMIT 1)";
+     e.sequence, e.event_type, e.event_version, e.payload::text, e.metadata::text, s.subject_id";
+
+/// Events with their subject. At most one subject per aggregate (a unique index), so
+/// the join adds no rows; a hash join reads event_subjects once instead of once per event.
+const EVENT_SOURCE: &str = "events e LEFT JOIN event_subjects s
+     ON s.aggregate_type = e.aggregate_type AND s.aggregate_id = e.aggregate_id";
 
 const ACCESS_COLUMNS: &str = "entry_id, recorded_at, actor_id, actor_role, action, target_type, \
      target_id, patient_id, outcome, request_id, client_address";
@@ -223,8 +226,13 @@ impl Replay {
     /// Opens a read-only snapshot and the cursors on `client`, which must not be used
     /// for anything else until [`Replay::finish`].
     pub async fn start(client: &Client, filter: &ReplayFilter) -> anyhow::Result<Self> {
+        // A replay reads its whole selection, so plan the cursors for all rows, not for
+        // the first tenth (PostgreSQL's default for cursors).
         client
-            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .batch_execute(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;
+                 SET LOCAL cursor_tuple_fraction = 1.0",
+            )
             .await?;
         if filter.include_events {
             let conditions = event_conditions(filter);
@@ -232,7 +240,7 @@ impl Replay {
                 .execute(
                     &format!(
                         "DECLARE replay_events NO SCROLL CURSOR FOR
-                         SELECT {EVENT_COLUMNS} FROM events e
+                         SELECT {EVENT_COLUMNS} FROM {EVENT_SOURCE}
                          WHERE {} ORDER BY e.global_position",
                         conditions.text()
                     ),
