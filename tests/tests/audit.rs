@@ -552,7 +552,7 @@ async fn verify_names_first_tampered_row() {
     );
 
     // A deleted row: the last event of the doctor's profile, whose successor does not
-    // exist, so only the checkpoint knows it was there.
+    // exist, so only the checkpoint records that it was there.
     let last: i64 = superuser
         .query_one(
             "SELECT max(global_position) FROM events WHERE aggregate_id = $1",
@@ -713,7 +713,7 @@ async fn verify_catches_rewritten_hashes() {
         run.stdout
     );
     // Rewritten together with its hash, as the database would compute it: only the
-    // signed checkpoint still tells.
+    // signed checkpoint still shows the change.
     superuser
         .execute(
             "UPDATE audit_entries SET hash = audit_entry_hash(audit_entries) WHERE entry_id = $1",

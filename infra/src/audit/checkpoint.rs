@@ -21,7 +21,7 @@ use tokio_postgres::Client;
 use super::chain::{Hash, GENESIS};
 use super::signing::CheckpointSigner;
 
-/// Largest range one checkpoint covers, so sealing a long backlog holds bounded memory.
+/// Largest range one checkpoint covers, so sealing a long backlog uses bounded memory.
 const MAX_RANGE: i64 = 100_000;
 const LOCK_KEY: &str = "medflow.audit.sealer";
 

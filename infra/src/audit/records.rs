@@ -28,7 +28,7 @@ pub struct EventRecord {
     pub request_id: Option<String>,
     /// The person the aggregate is about, when there is one.
     pub patient_id: Option<Uuid>,
-    /// The upcast payload; `Null` when [`EventRecord::payload_text`] holds it instead.
+    /// The upcast payload; `Null` when [`EventRecord::payload_text`] contains it instead.
     #[serde(skip_serializing_if = "Value::is_null")]
     pub payload: Value,
     /// The payload exactly as stored, for events that need no upcasting: written as is,

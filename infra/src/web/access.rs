@@ -2,7 +2,7 @@
 //! through, so a new route that reads patient data cannot forget its entry: only routes
 //! listed as public (the doctor directory, health, metrics, API docs) are skipped.
 //!
-//! A handler tells the entry what it touched with [`target`], [`patient`] and
+//! A handler states what it touched with [`target`], [`patient`] and
 //! [`denied`]; the middleware adds the actor, route, outcome, request id and sealed
 //! client address once the response is ready. If the entry cannot be written, the
 //! response is replaced by 503: data is not handed out unrecorded.
@@ -24,7 +24,7 @@ use crate::audit::{AuditEntry, AuditLog, Outcome};
 use crate::crypto::keys::KeyRing;
 use crate::sessions::{Session, SessionStore};
 
-/// What the handler reports about the request it served.
+/// Facts a handler reports about the request it served.
 #[derive(Debug, Default, Clone)]
 struct Note {
     target: Option<(&'static str, String)>,
@@ -41,12 +41,12 @@ fn with_note(change: impl FnOnce(&mut Note)) {
     let _ = NOTE.try_with(|note| change(&mut note.borrow_mut()));
 }
 
-/// The record the request is about, such as `("appointment", id)`.
+/// Notes the record the request is about, such as `("appointment", id)`.
 pub fn target(target_type: &'static str, target_id: impl ToString) {
     with_note(|note| note.target = Some((target_type, target_id.to_string())));
 }
 
-/// A patient whose data the request read or tried to read. Call once per patient.
+/// Notes a patient whose data the request read or tried to read. Call once per patient.
 pub fn patient(patient_id: Uuid) {
     with_note(|note| {
         if !note.patients.contains(&patient_id) {
@@ -55,8 +55,8 @@ pub fn patient(patient_id: Uuid) {
     });
 }
 
-/// The first patient noted for the current request, for handlers that write an entry
-/// of their own.
+/// Returns the first patient noted for the current request, for handlers that write
+/// an entry of their own.
 pub fn noted_patient() -> Option<Uuid> {
     NOTE.try_with(|note| note.borrow().patients.first().copied())
         .ok()
@@ -64,7 +64,7 @@ pub fn noted_patient() -> Option<Uuid> {
 }
 
 /// The caller may not see the record, whatever status the response carries (a
-/// record of someone else answers 404, so that its existence is not revealed).
+/// record of someone else returns 404, so that its existence is not revealed).
 pub fn denied() {
     with_note(|note| note.denied = true);
 }
