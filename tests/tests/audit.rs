@@ -40,7 +40,9 @@ impl Trail {
         Self { env, api, fixtures }
     }
 
-    /// Runs `medflow` with this environment's database and keys.
+    /// Runs `medflow` with this environment's database and keys. It blocks its thread, so
+    /// these tests use a multi-threaded runtime: on a single thread the in-process
+    /// projectors would freeze mid-transaction and `audit seal` would wait for them forever.
     fn cli(&self, args: &[&str]) -> Run {
         let mut command = Command::new(binary("medflow"));
         command.args(args);
@@ -194,7 +196,7 @@ async fn access_rows(trail: &Trail) -> Vec<tokio_postgres::Row> {
         .unwrap()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_and_denials_are_recorded() {
     let trail = Trail::start().await;
     let scene = scene(&trail).await;
@@ -257,7 +259,7 @@ async fn reads_and_denials_are_recorded() {
     assert_eq!(last.get::<_, String>(6), "denied");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_by_patient_is_complete_and_ordered() {
     let trail = Trail::start().await;
     let scene = scene(&trail).await;
@@ -368,7 +370,7 @@ async fn replay_by_patient_is_complete_and_ordered() {
     assert_eq!(denial["client_address"], "127.0.0.1");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_filters_and_csv() {
     let trail = Trail::start().await;
     let scene = scene(&trail).await;
@@ -426,7 +428,7 @@ fn urlencoding(raw: &str) -> String {
     raw.replace('+', "%2B").replace(':', "%3A")
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fhir_export_passes_independent_validation() {
     let trail = Trail::start().await;
     let scene = scene(&trail).await;
@@ -495,7 +497,7 @@ async fn fhir_export_passes_independent_validation() {
 /// Columns of an event row, kept to put it back after a test removed it.
 const EVENT_ROW: &str = "aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, global_position, transaction_id, recorded_at, hash";
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_names_first_tampered_row() {
     let trail = Trail::start().await;
     let scene = scene(&trail).await;
@@ -680,7 +682,7 @@ async fn scene_event_after(client: &tokio_postgres::Client, position: i64) -> i6
         .get(0)
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_catches_rewritten_hashes() {
     let trail = Trail::start().await;
     let scene = scene(&trail).await;
@@ -766,7 +768,7 @@ async fn verify_catches_rewritten_hashes() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sealer_signs_new_ranges() {
     let trail = Trail::start().await;
     let shutdown = tokio_util::sync::CancellationToken::new();
@@ -839,7 +841,7 @@ async fn sealer_signs_new_ranges() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compliance_role_granted_by_admin() {
     let trail = Trail::start().await;
     let (_, patient) = trail.fixtures.patient().await;
@@ -895,7 +897,7 @@ async fn compliance_role_granted_by_admin() {
     assert!(problem.to_string().contains("role"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_replay_parameters_rejected() {
     let trail = Trail::start().await;
     let compliance = trail.compliance_token().await;
@@ -971,7 +973,7 @@ async fn bad_replay_parameters_rejected() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purge_rejects_recent_entries() {
     let trail = Trail::start().await;
     let owner = trail.env.owner_client().await;
@@ -1020,7 +1022,7 @@ async fn purge_rejects_recent_entries() {
     assert_eq!(left, 1);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_booking_version_is_upcast() {
     let trail = Trail::start().await;
     let appointment = Uuid::new_v4();
@@ -1064,7 +1066,7 @@ async fn old_booking_version_is_upcast() {
     let _: HashMap<String, Value> = response.json().await.unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denied_commands_are_recorded() {
     let trail = Trail::start().await;
     let scene = scene(&trail).await;
@@ -1105,7 +1107,7 @@ async fn denied_commands_are_recorded() {
     assert_eq!(row.get::<_, String>(5), "denied");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_names_deleted_middle_event() {
     let trail = Trail::start().await;
     let scene = scene(&trail).await;
