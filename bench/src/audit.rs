@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use crate::child::{self, ChildRun, Memory};
 use crate::seed::Seeded;
+use crate::report::TargetRow;
 
 /// Aggregates whose events one round of inserts writes. The statement for sequence 1
 /// inserts one row per aggregate, so no statement inserts more than this many rows.
@@ -38,15 +39,15 @@ const TARGET_RATIO: f64 = 0.3;
 /// Target replay throughput, in events per second.
 const TARGET_EVENTS_PER_SECOND: f64 = 100_000.0;
 
-/// The columns `medflow audit replay` selects for events. Keep in line with
-/// `EVENT_COLUMNS` in infra/src/audit/replay.rs, which is private to that module.
+/// The query `medflow audit replay` runs for events. Keep in line with `EVENT_COLUMNS`
+/// and `EVENT_SOURCE` in infra/src/audit/replay.rs, which are private to that module.
 const REPLAY_SELECT: &str = "SELECT e.global_position, e.recorded_at, e.aggregate_type, \
      e.aggregate_id, e.sequence, e.event_type, e.event_version, e.payload::text, \
-     e.metadata::text, \
-     (SELECT subject_id FROM event_subjects s \
-       WHERE s.aggregate_type = e.aggregate_type AND s.aggregate_id = e.aggregate_id LIMIT 1) \
-     FROM events e ORDER BY e.global_position";
-/// The same columns without the per-row `event_subjects` lookup, to show its share.
+     e.metadata::text, s.subject_id \
+     FROM events e LEFT JOIN event_subjects s \
+       ON s.aggregate_type = e.aggregate_type AND s.aggregate_id = e.aggregate_id \
+     ORDER BY e.global_position";
+/// The event rows alone, without the join: the baseline every ratio is taken against.
 const PLAIN_SELECT: &str = "SELECT e.global_position, e.recorded_at, e.aggregate_type, \
      e.aggregate_id, e.sequence, e.event_type, e.event_version, e.payload::text, \
      e.metadata::text FROM events e ORDER BY e.global_position";
@@ -55,13 +56,6 @@ const PLAIN_SELECT: &str = "SELECT e.global_position, e.recorded_at, e.aggregate
 const VERIFY_SELECT: &str = "SELECT global_position, aggregate_type, aggregate_id, sequence, \
      event_type, event_version, payload::text, metadata::text, transaction_id::text, \
      recorded_at, hash FROM events ORDER BY global_position";
-
-/// An index that lets the replay's per-row `event_subjects` lookup use an index scan
-/// instead of a sequential scan. No migration creates it; `--audit-subject-index`
-/// measures the replay with and without it.
-const SUBJECT_INDEX_NAME: &str = "bench_event_subjects_by_aggregate";
-const SUBJECT_INDEX: &str =
-    "CREATE INDEX bench_event_subjects_by_aggregate ON event_subjects (aggregate_type, aggregate_id)";
 
 /// One timed pass over the events.
 #[derive(Debug, Clone, Copy)]
@@ -113,15 +107,62 @@ pub struct Step {
     pub seal_output: String,
     pub verify: Pass,
     pub verify_output: String,
-    /// The replay passes again with `SUBJECT_INDEX` in place (`--audit-subject-index`).
-    pub indexed: Option<ReplayPasses>,
 }
 
 pub struct AuditReport {
     pub steps: Vec<Step>,
 }
 
+/// Memory counts as flat when the replay's peak RSS at the largest table size is at
+/// most this multiple of its peak at the smallest.
+const FLAT_MEMORY_FACTOR: f64 = 1.25;
+
 impl AuditReport {
+    pub fn targets(&self) -> Vec<TargetRow> {
+        let mut rows = Vec::new();
+        for step in &self.steps {
+            let baseline = step.copy_plain.events_per_second();
+            let passes = [
+                ("medflow audit replay", &step.shipped.replay),
+                ("GET /audit/records", &step.shipped.replay_http),
+                ("medflow audit verify", &step.verify),
+            ];
+            for (label, pass) in passes {
+                let rate = pass.events_per_second();
+                let ratio = rate / baseline;
+                rows.push(TargetRow::new(
+                    format!(
+                        "{label} at {} events ≥ {TARGET_RATIO} × COPY of the event rows and ≥ {TARGET_EVENTS_PER_SECOND:.0} events/s",
+                        step.events
+                    ),
+                    format!("{rate:.0} events/s, ratio {ratio:.3} (COPY {baseline:.0} events/s)"),
+                    pass.finished
+                        && ratio >= TARGET_RATIO
+                        && rate >= TARGET_EVENTS_PER_SECOND,
+                ));
+            }
+        }
+        let peaks: Vec<(u64, Option<u64>)> = self
+            .steps
+            .iter()
+            .map(|step| {
+                let peak = step.shipped.replay.memory.and_then(|memory| memory.peak_rss_kib);
+                (step.events, peak)
+            })
+            .collect();
+        if let (Some((small, Some(first))), Some((large, Some(last)))) =
+            (peaks.first().copied(), peaks.last().copied())
+        {
+            let mib = |kib: u64| kib as f64 / 1024.0;
+            rows.push(TargetRow::new(
+                format!("replay memory flat from {small} to {large} events (peak RSS)"),
+                format!("{:.1} MiB → {:.1} MiB", mib(first), mib(last)),
+                large > small && last as f64 <= first as f64 * FLAT_MEMORY_FACTOR,
+            ));
+        }
+        rows
+    }
+
     pub fn lines(&self) -> String {
         let mut text = String::new();
         for step in &self.steps {
@@ -141,13 +182,6 @@ impl AuditReport {
                     " (stopped at the time limit)"
                 },
             ));
-            if let Some(indexed) = &step.indexed {
-                text.push_str(&format!(
-                    "; with the subject index {} after {} events",
-                    peak(indexed.replay.memory),
-                    indexed.replay.events
-                ));
-            }
         }
         text
     }
@@ -176,10 +210,10 @@ impl Step {
             "MiB out",
             "peak RSS (max VmRSS)"
         ));
-        let baseline = &self.shipped.copy;
+        let baseline = &self.copy_plain;
         let rows = [
-            ("COPY (replay's SELECT) TO STDOUT [baseline]", baseline),
-            ("COPY without the event_subjects lookup", &self.copy_plain),
+            ("COPY (SELECT ... FROM events) TO STDOUT [baseline]", baseline),
+            ("COPY (replay's SELECT, subjects joined)", &self.shipped.copy),
             (
                 "COPY (verify's SELECT) TO STDOUT",
                 &self.copy_verify_columns,
@@ -192,32 +226,10 @@ impl Step {
         for (label, pass) in rows {
             text.push_str(&row(label, pass, baseline));
         }
-        if let Some(indexed) = &self.indexed {
-            let rows = [
-                (
-                    "with subject index: COPY (replay's SELECT) [baseline]",
-                    &indexed.copy,
-                ),
-                ("with subject index: medflow audit replay", &indexed.replay),
-                (
-                    "with subject index: GET /audit/records",
-                    &indexed.replay_http,
-                ),
-            ];
-            for (label, pass) in rows {
-                text.push_str(&row(label, pass, &indexed.copy));
-            }
-        }
         text.push_str(&format!(
-            "  targets as shipped: {}\n",
-            targets(&self.shipped, &self.verify)
+            "  targets: {}\n",
+            targets(baseline, &self.shipped, &self.verify)
         ));
-        if let Some(indexed) = &self.indexed {
-            text.push_str(&format!(
-                "  targets with the subject index: {}\n",
-                targets(indexed, &self.verify)
-            ));
-        }
         text.push_str(&format!(
             "  seal: {}\n",
             self.seal_output.trim().replace('\n', "; ")
@@ -244,14 +256,15 @@ fn row(label: &str, pass: &Pass, baseline: &Pass) -> String {
     )
 }
 
-/// Formats the targets, each with its measured value. The rates of a pass stopped at
-/// the time limit are over the events it delivered until then.
-fn targets(passes: &ReplayPasses, verify: &Pass) -> String {
+/// Formats the targets, each with its measured value against `baseline`, the COPY of
+/// the event rows. The rates of a pass stopped at the time limit are over the events it
+/// delivered until then.
+fn targets(baseline: &Pass, passes: &ReplayPasses, verify: &Pass) -> String {
     let met = |yes: bool| if yes { "met" } else { "NOT met" };
-    let copy_rate = passes.copy.events_per_second();
+    let copy_rate = baseline.events_per_second();
     let replay_rate = passes.replay.events_per_second();
     let verify_rate = verify.events_per_second();
-    let partial = if passes.copy.finished && passes.replay.finished {
+    let partial = if baseline.finished && passes.replay.finished {
         ""
     } else {
         " (a pass was stopped at the time limit)"
@@ -290,8 +303,6 @@ pub struct Options {
     pub medflow: PathBuf,
     /// COPY and replay passes still running after this long are stopped.
     pub pass_limit: Duration,
-    /// Also measures the replay passes with `SUBJECT_INDEX` created.
-    pub subject_index: bool,
 }
 
 /// Connections, the operator command and its environment, shared by every pass.
@@ -357,7 +368,7 @@ pub async fn run(seeded: &Seeded, options: &Options) -> anyhow::Result<AuditRepo
                 .batch_execute(&format!("VACUUM (ANALYZE) {table}"))
                 .await?;
         }
-        let step = measure(&context, to_insert, insert_elapsed, options.subject_index).await?;
+        let step = measure(&context, to_insert, insert_elapsed).await?;
         eprintln!("{}", step.lines());
         steps.push(step);
     }
@@ -541,7 +552,6 @@ async fn measure(
     context: &Context<'_>,
     inserted: u64,
     insert_elapsed: Duration,
-    subject_index: bool,
 ) -> anyhow::Result<Step> {
     let owner = &context.owner;
     let reader = &context.reader;
@@ -596,18 +606,6 @@ async fn measure(
     verify_run.ensure_success("medflow audit verify")?;
     let verify = Pass::from_child(&verify_run, events);
 
-    let indexed = if subject_index {
-        eprintln!("audit replay: creating {SUBJECT_INDEX_NAME} for the passes with the index");
-        owner.batch_execute(SUBJECT_INDEX).await?;
-        let passes = replay_passes(context, events).await;
-        owner
-            .batch_execute(&format!("DROP INDEX {SUBJECT_INDEX_NAME}"))
-            .await?;
-        Some(passes?)
-    } else {
-        None
-    };
-
     Ok(Step {
         events,
         inserted,
@@ -621,7 +619,6 @@ async fn measure(
         seal_output: seal_run.stdout_head,
         verify,
         verify_output: verify_run.stdout_head,
-        indexed,
     })
 }
 

@@ -26,7 +26,24 @@ pub struct ThroughputReport {
     pub pgbench_command: String,
 }
 
+/// Target ratio of book + cancel pairs per second to pgbench's.
+const TARGET_RATIO: f64 = 0.5;
+
 impl ThroughputReport {
+    pub fn targets(&self) -> Vec<crate::report::TargetRow> {
+        let api = self.pairs as f64 / self.seconds;
+        let ratio = api / self.baseline_pairs_per_second;
+        vec![crate::report::TargetRow::new(
+            format!("book + cancel ≥ {TARGET_RATIO} × pgbench of the same writes"),
+            format!(
+                "{ratio:.3} ({api:.1} vs {:.1} pairs/s), {} failed",
+                self.baseline_pairs_per_second,
+                self.failures.total()
+            ),
+            ratio >= TARGET_RATIO && self.failures.total() == 0,
+        )]
+    }
+
     pub fn lines(&self) -> String {
         let api = self.pairs as f64 / self.seconds;
         let mut text = format!(

@@ -33,7 +33,33 @@ pub struct LagReport {
     pub command_latency: Histogram<u64>,
 }
 
+/// Target: p99 lag below this many microseconds at `TARGET_RATE` commands per second.
+const TARGET_P99_MICROS: u64 = 100_000;
+const TARGET_RATE: u32 = 200;
+
 impl LagReport {
+    pub fn targets(&self) -> Vec<crate::report::TargetRow> {
+        let p99 = self.histogram.value_at_quantile(0.99);
+        vec![crate::report::TargetRow::new(
+            format!(
+                "command accepted → projected, p99 < {} at {TARGET_RATE} commands/s",
+                ms(TARGET_P99_MICROS)
+            ),
+            format!(
+                "p99 {} (p50 {}) at {}/s, {} not projected, {} failed",
+                ms(p99),
+                ms(self.histogram.value_at_quantile(0.5)),
+                self.rate,
+                self.missing,
+                self.failures.total()
+            ),
+            p99 < TARGET_P99_MICROS
+                && self.rate >= TARGET_RATE
+                && self.missing == 0
+                && self.failures.total() == 0,
+        )]
+    }
+
     pub fn lines(&self) -> String {
         let quantile = |histogram: &Histogram<u64>, q: f64| ms(histogram.value_at_quantile(q));
         let mut text = format!(

@@ -91,7 +91,27 @@ pub struct Report {
     pub max_dispatch_delay: Duration,
 }
 
+/// Target of both query scenarios: p99 latency below this many microseconds at
+/// `TARGET_RATE` requests per second or more, with no failed request.
+const TARGET_P99_MICROS: u64 = 10_000;
+const TARGET_RATE: u32 = 1_000;
+
 impl Report {
+    pub fn targets(&self) -> Vec<crate::report::TargetRow> {
+        let p99 = self.histogram.value_at_quantile(0.99);
+        vec![crate::report::TargetRow::new(
+            format!("p99 < {} at {TARGET_RATE} requests/s", ms(TARGET_P99_MICROS)),
+            format!(
+                "p99 {} (p50 {}) at {}/s, {} failed",
+                ms(p99),
+                ms(self.histogram.value_at_quantile(0.5)),
+                self.rate,
+                self.failures.total()
+            ),
+            p99 < TARGET_P99_MICROS && self.rate >= TARGET_RATE && self.failures.total() == 0,
+        )]
+    }
+
     pub fn line(&self, label: &str) -> String {
         let quantile = |q: f64| ms(self.histogram.value_at_quantile(q));
         let mut text = format!(

@@ -12,6 +12,7 @@ mod child;
 mod lag;
 mod load;
 mod reminders;
+mod report;
 mod seed;
 
 use std::path::PathBuf;
@@ -99,11 +100,11 @@ struct Cli {
     #[arg(long, default_value_t = 600)]
     audit_pass_limit: u64,
 
-    /// Also measure `audit-replay`'s COPY and replays with an index on
-    /// `event_subjects (aggregate_type, aggregate_id)`, which no migration creates,
-    /// and drop it afterwards.
+    /// Markdown file to write the targets, the measured values, the machine and this
+    /// command line into, between its `medflow-bench report` marker comments (added
+    /// after the first heading if missing). Text outside the markers is kept.
     #[arg(long)]
-    audit_subject_index: bool,
+    write_report: Option<PathBuf>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
@@ -174,29 +175,23 @@ async fn main() -> anyhow::Result<()> {
 
     let mut results = Vec::new();
     for target in [load::Target::Directory, load::Target::Slots] {
-        let requested = match target {
-            load::Target::Directory => Scenario::Directory,
-            load::Target::Slots => Scenario::Slots,
+        let (requested, name) = match target {
+            load::Target::Directory => (Scenario::Directory, "directory"),
+            load::Target::Slots => (Scenario::Slots, "slots"),
         };
         if !scenario.includes(requested) {
             continue;
         }
         let report = load::run(&seeded, target, cli.rate, duration, cli.connections).await?;
-        let line = report.line(target.label());
-        println!("{line}");
-        results.push(line);
+        results.push(finished(name, report.line(target.label()), report.targets()));
     }
     if scenario.includes(Scenario::BookingThroughput) {
         let report = booking::run(&seeded, cli.workers, duration).await?;
-        let lines = report.lines();
-        println!("{lines}");
-        results.push(lines);
+        results.push(finished("booking-throughput", report.lines(), report.targets()));
     }
     if scenario.includes(Scenario::ProjectionLag) {
         let report = lag::run(&seeded, cli.command_rate, duration, cli.lanes, cli.workers).await?;
-        let lines = report.lines();
-        println!("{lines}");
-        results.push(lines);
+        results.push(finished("projection-lag", report.lines(), report.targets()));
     }
     if scenario.includes(Scenario::ReminderBurst) {
         let report = reminders::run(
@@ -206,9 +201,7 @@ async fn main() -> anyhow::Result<()> {
             cli.reminder_workers,
         )
         .await?;
-        let lines = report.lines();
-        println!("{lines}");
-        results.push(lines);
+        results.push(finished("reminder-burst", report.lines(), report.targets()));
     }
     if scenario.includes(Scenario::AuditReplay) {
         let medflow = match &cli.medflow_bin {
@@ -219,21 +212,37 @@ async fn main() -> anyhow::Result<()> {
             totals: cli.audit_events.clone(),
             medflow,
             pass_limit: Duration::from_secs(cli.audit_pass_limit),
-            subject_index: cli.audit_subject_index,
         };
         let report = audit::run(&seeded, &options).await?;
-        let lines = report.lines();
-        println!("{lines}");
-        results.push(lines);
+        results.push(finished("audit-replay", report.lines(), report.targets()));
     }
     if results.len() > 1 {
         println!(
             "\nsummary ({} doctors, {} appointments seeded):",
             cli.doctors, cli.appointments
         );
-        for line in &results {
-            println!("{line}");
+        for result in &results {
+            println!("{}", result.text);
         }
     }
+    if let Some(path) = &cli.write_report {
+        let machine = report::Machine::read(&seeded.env.owner_client().await).await?;
+        let command = std::iter::once("target/release/medflow-bench".to_owned())
+            .chain(std::env::args().skip(1))
+            .collect::<Vec<_>>()
+            .join(" ");
+        report::write(path, &report::render(&machine, &command, &results))?;
+        println!("wrote the report to {}", path.display());
+    }
     Ok(())
+}
+
+/// Prints a scenario's output as soon as it ends and keeps it for the summary.
+fn finished(
+    name: &'static str,
+    text: String,
+    targets: Vec<report::TargetRow>,
+) -> report::ScenarioResult {
+    println!("{text}");
+    report::ScenarioResult { name, text, targets }
 }

@@ -38,7 +38,24 @@ pub struct ReminderReport {
     pub drained_after: Duration,
 }
 
+/// Target: this many reminders due within one minute, each sent within 60 s of its
+/// due time.
+const TARGET_COUNT: usize = 10_000;
+
 impl ReminderReport {
+    pub fn targets(&self) -> Vec<crate::report::TargetRow> {
+        vec![crate::report::TargetRow::new(
+            format!("{TARGET_COUNT} reminders due in one minute, all sent within 60 s of their due time"),
+            format!(
+                "{} of {} within 60 s; p99 delay {:.2} s",
+                self.within_minute,
+                self.count,
+                self.p99_ms / 1000.0
+            ),
+            self.count >= TARGET_COUNT && self.within_minute == self.count as i64,
+        )]
+    }
+
     pub fn lines(&self) -> String {
         format!(
             "reminder burst: {} reminders due within one minute for {} patients, {} sender workers: \

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use medflow_domain::values::SealedValue;
 use serde::Serialize;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Row, Statement};
 use uuid::Uuid;
 
 use super::records::{AccessRecord, AuditRecord, EventRecord};
@@ -178,38 +178,70 @@ const EVENT_SOURCE: &str = "events e LEFT JOIN event_subjects s
 const ACCESS_COLUMNS: &str = "entry_id, recorded_at, actor_id, actor_role, action, target_type, \
      target_id, patient_id, outcome, request_id, client_address";
 
-/// One side of the merge: a cursor and the rows fetched but not yet returned.
+/// One side of the merge: a cursor, the rows fetched but not yet returned, and the
+/// next batch of rows, which PostgreSQL produces while this one is decoded.
 struct Side {
     cursor: &'static str,
+    /// `FETCH` prepared once, so every round trip is a bind and execute only.
+    fetch: Option<Statement>,
     buffer: VecDeque<AuditRecord>,
+    ahead: Option<Vec<Row>>,
     exhausted: bool,
 }
 
 impl Side {
-    fn new(cursor: &'static str, enabled: bool) -> Self {
-        Self {
+    async fn new(client: &Client, cursor: &'static str, enabled: bool) -> anyhow::Result<Self> {
+        let fetch = if enabled {
+            Some(
+                client
+                    .prepare(&format!("FETCH {BATCH_SIZE} FROM {cursor}"))
+                    .await?,
+            )
+        } else {
+            None
+        };
+        Ok(Self {
             cursor,
+            fetch,
             buffer: VecDeque::new(),
+            ahead: None,
             exhausted: !enabled,
-        }
+        })
     }
 
     async fn fill(&mut self, client: &Client) -> anyhow::Result<()> {
         if !self.buffer.is_empty() || self.exhausted {
             return Ok(());
         }
-        let rows = client
-            .query(&format!("FETCH {BATCH_SIZE} FROM {}", self.cursor), &[])
-            .await?;
-        if rows.len() < BATCH_SIZE as usize {
+        let Some(fetch) = &self.fetch else {
+            return Ok(());
+        };
+        let rows = match self.ahead.take() {
+            Some(rows) => rows,
+            None => client.query(fetch, &[]).await?,
+        };
+        let last = rows.len() < BATCH_SIZE as usize;
+        let cursor = self.cursor;
+        let decode = async {
+            rows.iter()
+                .map(|row| {
+                    if cursor == "replay_events" {
+                        event_record(row)
+                    } else {
+                        Ok(access_record(row))
+                    }
+                })
+                .collect::<anyhow::Result<VecDeque<_>>>()
+        };
+        if last {
             self.exhausted = true;
-        }
-        for row in &rows {
-            self.buffer.push_back(if self.cursor == "replay_events" {
-                event_record(row)?
-            } else {
-                access_record(row)
-            });
+            self.buffer = decode.await?;
+        } else {
+            // `join` polls the fetch first, which sends it, so the decoding runs while
+            // the server reads the next batch.
+            let (next, decoded) = futures::future::join(client.query(fetch, &[]), decode).await;
+            self.ahead = Some(next?);
+            self.buffer = decoded?;
         }
         Ok(())
     }
@@ -263,8 +295,8 @@ impl Replay {
                 .await?;
         }
         Ok(Self {
-            events: Side::new("replay_events", filter.include_events),
-            access: Side::new("replay_access", filter.include_access),
+            events: Side::new(client, "replay_events", filter.include_events).await?,
+            access: Side::new(client, "replay_access", filter.include_access).await?,
         })
     }
 

@@ -294,11 +294,12 @@ async fn stream_response(
         .streaming(stream::once(async move { Ok(Bytes::from(header)) }).chain(body)))
 }
 
-/// State of a replay stream; boxed, because the running state is large.
+/// State of a replay stream. The client and the replay are boxed, because they are
+/// large and `Done` is not.
 enum Step {
     Running {
         client: Box<deadpool_postgres::ClientWrapper>,
-        replay: Replay,
+        replay: Box<Replay>,
         encoder: Encoder,
         keys: Arc<KeyRing>,
     },
@@ -313,7 +314,7 @@ fn replay_stream(
 ) -> impl Stream<Item = Result<Bytes, actix_web::Error>> {
     let start = Step::Running {
         client: Box::new(client),
-        replay,
+        replay: Box::new(replay),
         encoder,
         keys,
     };
