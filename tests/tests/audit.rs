@@ -1105,6 +1105,25 @@ async fn denied_commands_are_recorded() {
     );
     assert_eq!(row.get::<_, Option<Uuid>>(4), Some(scene.patient_a.0));
     assert_eq!(row.get::<_, String>(5), "denied");
+
+    let response = trail
+        .api
+        .register("admin", &unique_email("self.admin"), "Self Admin")
+        .await;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let rows = trail
+        .env
+        .owner_client()
+        .await
+        .query(
+            "SELECT actor_id, outcome FROM audit_entries WHERE action = 'POST /accounts'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "the rejected registration leaves one entry");
+    assert_eq!(rows[0].get::<_, Option<Uuid>>(0), None);
+    assert_eq!(rows[0].get::<_, String>(1), "failure");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,11 +22,11 @@ use medflow_infra::web::{request_id, resource};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-/// Routes whose rejected requests leave no access entry: registration and login record
-/// their own security entries, and LiveKit webhooks come from a server, not a person.
-/// Every other rejected command (denied, invalid, conflicting) is recorded.
+/// Routes whose rejected requests leave no access entry: login records its own security
+/// entries, and LiveKit webhooks come from a server, not a person. Every other rejected
+/// command (denied, invalid, conflicting) is recorded, a rejected registration too,
+/// without an actor.
 pub const UNAUDITED_ROUTES: &[&str] = &[
-    "/accounts",
     "/sessions",
     "/webhooks/livekit",
     "/health/",
