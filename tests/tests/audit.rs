@@ -1155,3 +1155,59 @@ async fn verify_names_deleted_middle_event() {
         run.stdout
     );
 }
+
+/// Replays more events than several cursor batches hold: an exact multiple of the batch
+/// size and one more, through the query API and the CLI, so every batch boundary of the
+/// read-ahead is crossed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_crosses_batch_boundaries() {
+    let trail = Trail::start().await;
+    let compliance = trail.compliance_token().await;
+    // The synthetic events have no booking, so no projector may see them.
+    trail.env.stop_services().await;
+    let batch = medflow_infra::audit::replay::BATCH_SIZE;
+    let owner = trail.env.owner_client().await;
+    let insert = "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,
+                                      event_version, payload, metadata)
+                  SELECT 'appointment', 'bulk-' || g, 1, 'AppointmentCancelled', '1',
+                         '{\"AppointmentCancelled\":{\"cancelled_by\":\"patient\"}}', '{}'
+                  FROM generate_series($1::bigint, $2::bigint) AS g";
+    owner.execute(insert, &[&1_i64, &(2 * batch)]).await.unwrap();
+
+    let query = "aggregate_type=appointment&kind=events";
+    let records = trail.replay(&compliance, query).await;
+    assert_eq!(records.len() as i64, 2 * batch);
+    let positions: Vec<i64> = records
+        .iter()
+        .map(|record| record["position"].as_i64().unwrap())
+        .collect();
+    assert!(positions.windows(2).all(|pair| pair[0] < pair[1]));
+
+    owner
+        .execute(insert, &[&(2 * batch + 1), &(2 * batch + 1)])
+        .await
+        .unwrap();
+    let run = trail.cli(&[
+        "audit",
+        "replay",
+        "--aggregate-type",
+        "appointment",
+        "--kind",
+        "events",
+    ]);
+    assert_eq!(run.code, 0, "replay failed: {}", run.stderr);
+    let ids: Vec<String> = run
+        .stdout
+        .lines()
+        .map(|line| {
+            let record: Value = serde_json::from_str(line).unwrap();
+            record["aggregate_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(ids.len() as i64, 2 * batch + 1);
+    assert_eq!(ids.first().map(String::as_str), Some("bulk-1"));
+    assert_eq!(
+        ids.last().cloned(),
+        Some(format!("bulk-{}", 2 * batch + 1))
+    );
+}
