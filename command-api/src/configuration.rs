@@ -5,6 +5,7 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 use medflow_infra::config::{parse_seconds, BookingSettings, DatabaseSettings, KeySettings};
 use medflow_infra::object_store::ObjectStoreSettings;
 use medflow_infra::video::LiveKitSettings;
+use secrecy::SecretString;
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "medflow-command-api", about = "MedFlow command API")]
@@ -88,8 +89,11 @@ impl CommandApiSettings {
     /// process arguments, for the operator CLI that shares the command API's state.
     ///
     /// The CLI's commands (admin bootstrap, key rotation, erasure) never call the object
-    /// store or LiveKit, so here their credentials may be missing. They then default to
-    /// empty strings, and the store would reject any request signed with them.
+    /// store or LiveKit, so here their credentials may be missing. The store's then
+    /// default to empty strings, which it would reject. A missing LiveKit key pair is
+    /// replaced by a placeholder key and a random secret of this process, because the
+    /// command state builds a token issuer that rejects empty credentials; no token
+    /// signed with them is ever handed out.
     pub fn try_parse_from_env() -> Result<Self, clap::Error> {
         let command = Self::command()
             .mut_arg("access_key", |arg| arg.required(false).default_value(""))
@@ -97,7 +101,16 @@ impl CommandApiSettings {
             .mut_arg("api_key", |arg| arg.required(false).default_value(""))
             .mut_arg("api_secret", |arg| arg.required(false).default_value(""));
         let matches = command.try_get_matches_from(["medflow-command-api"])?;
-        Self::from_arg_matches(&matches)
+        let mut settings = Self::from_arg_matches(&matches)?;
+        if settings.livekit.api_key.is_empty() {
+            settings.livekit.api_key = "medflow-cli-unused".to_owned();
+            settings.livekit.api_secret = SecretString::from(format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            ));
+        }
+        Ok(settings)
     }
 }
 
