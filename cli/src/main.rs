@@ -40,29 +40,11 @@ enum Command {
         if_missing: bool,
     },
     /// Drives a realistic scenario through the running platform's HTTP APIs.
-    Demo {
-        #[arg(
-            long,
-            env = "MEDFLOW_COMMAND_API_URL",
-            default_value = "http://127.0.0.1:8080"
-        )]
-        command_url: String,
-        #[arg(
-            long,
-            env = "MEDFLOW_QUERY_API_URL",
-            default_value = "http://127.0.0.1:8081"
-        )]
-        query_url: String,
-        #[arg(
-            long,
-            env = "MEDFLOW_DEMO_ADMIN_EMAIL",
-            default_value = "admin@medflow.example"
-        )]
-        admin_email: String,
-        /// Password of the admin account the demo logs in with.
-        #[arg(long, env = "MEDFLOW_ADMIN_PASSWORD", hide_env_values = true)]
-        admin_password: String,
-    },
+    Demo(demo::DemoSettings),
+    /// Seeds a running platform with doctors, patients and appointments through its
+    /// HTTP APIs and prints request counts, errors, latencies and projection lag. Exits
+    /// with 1 when a request failed (5xx, unexpected 4xx) or a check did not hold.
+    Seed(Box<medflow_cli::seed::SeedSettings>),
     /// The audit trail: verify, replay, FHIR export, sealing and retention.
     Audit {
         #[command(subcommand)]
@@ -117,6 +99,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::RebuildCheck(options) => return Ok(rebuild_check::run(options).await),
         // Verify reports a mismatch with its own exit status.
         Command::Audit { action } => return Ok(audit::run(action).await),
+        Command::Seed(settings) => return seed(*settings).await,
         Command::Stack { action } => stack::run(action).await,
         Command::Migrate { owner_database_url } => {
             medflow_infra::db::migrate(&owner_database_url).await?;
@@ -134,20 +117,21 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Keys {
             action: KeysAction::Destroy { subject },
         } => admin::destroy_subject_keys(subject).await,
-        Command::Demo {
-            command_url,
-            query_url,
-            admin_email,
-            admin_password,
-        } => {
-            demo::run(demo::DemoSettings {
-                command_url,
-                query_url,
-                admin_email,
-                admin_password,
-            })
-            .await
-        }
+        Command::Demo(settings) => demo::run(settings).await,
     };
     outcome.map(|()| std::process::ExitCode::SUCCESS)
+}
+
+/// Runs `medflow seed` and prints its summary; a failed request or check exits with 1.
+async fn seed(settings: medflow_cli::seed::SeedSettings) -> anyhow::Result<std::process::ExitCode> {
+    let report = medflow_cli::seed::run(settings).await?;
+    print!("{}", report.render());
+    let problems = report.problems();
+    if problems.is_empty() {
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    for problem in &problems {
+        eprintln!("error: {problem}");
+    }
+    Ok(std::process::ExitCode::FAILURE)
 }

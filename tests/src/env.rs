@@ -183,6 +183,7 @@ impl TestEnv {
             login_attempts_per_account: 1000,
             login_attempts_per_address: 1000,
             password_hash_concurrency: 2,
+            password_scrypt_log_n: medflow_infra::crypto::password::LOG_N,
         }
     }
 

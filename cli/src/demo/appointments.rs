@@ -3,6 +3,7 @@
 //! appointment's id.
 
 use anyhow::Context;
+use medflow_cli::http::rfc3339;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -17,8 +18,6 @@ pub async fn book_and_move(
 ) -> anyhow::Result<String> {
     let from = chrono::Utc::now();
     let to = from + chrono::TimeDelta::days(7);
-    let format =
-        |at: chrono::DateTime<chrono::Utc>| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let slots = demo
         .get(
             patient,
@@ -26,8 +25,8 @@ pub async fn book_and_move(
                 "{}/doctors/{}/slots?from={}&to={}",
                 demo.settings.query_url,
                 doctor.account_id,
-                format(from),
-                format(to)
+                rfc3339(from),
+                rfc3339(to)
             ),
         )
         .await?;
@@ -121,24 +120,119 @@ pub async fn book_and_move(
         doctor.name, day["time_zone"]
     ));
 
+    video(demo, patient, rival, doctor, &appointment_id, &starts).await?;
+    Ok(appointment_id)
+}
+
+/// Asks for video tokens: the patient and the doctor inside the join window, another
+/// patient, and the patient for a second appointment days ahead, outside its window.
+async fn video(
+    demo: &Demo,
+    patient: &str,
+    rival: &str,
+    doctor: &DemoDoctor<'_>,
+    appointment_id: &str,
+    starts: &[String],
+) -> anyhow::Result<()> {
+    let token_url = |id: &str| {
+        format!(
+            "{}/appointments/{id}/video-token",
+            demo.settings.command_url
+        )
+    };
+    for (who, token) in [("patient", patient), ("doctor", doctor.token)] {
+        let response = demo
+            .http
+            .post(token_url(appointment_id))
+            .bearer_auth(token)
+            .send()
+            .await?;
+        let status = response.status();
+        let body: Value = response.json().await?;
+        if status == StatusCode::CREATED {
+            step(&format!(
+                "{who} got a LiveKit token for room {} as {}, valid until {}",
+                body["room"], body["identity"], body["expires_at"]
+            ));
+        } else {
+            // `medflow demo` against a platform with the default 10-minute window.
+            step(&format!(
+                "{who}'s video token refused with {status}: {}; the room opens \
+                 MEDFLOW_VIDEO_JOIN_BEFORE_MINUTES before the start",
+                body["detail"]
+            ));
+        }
+    }
+
+    let stranger = demo
+        .http
+        .post(token_url(appointment_id))
+        .bearer_auth(rival)
+        .send()
+        .await?;
+    let status = stranger.status();
+    expect(
+        status == StatusCode::NOT_FOUND || status == StatusCode::FORBIDDEN,
+        "another patient gets no token for the appointment",
+    )?;
+    step(&format!(
+        "another patient asked for a token of the same room: {status}"
+    ));
+
+    // A second appointment three days after the first, well outside its window.
+    let parse = |start: &String| {
+        chrono::DateTime::parse_from_rfc3339(start)
+            .ok()
+            .map(|start| start.with_timezone(&chrono::Utc))
+    };
+    let first = starts.first().and_then(parse).context("slot list empty")?;
+    let later_start = starts
+        .iter()
+        .filter_map(parse)
+        .find(|start| *start >= first + chrono::TimeDelta::days(3));
+    let Some(later_start) = later_start else {
+        step("no slot three days ahead, so the early token request is skipped");
+        return Ok(());
+    };
+    let later = demo
+        .send(
+            demo.http
+                .post(format!("{}/appointments", demo.settings.command_url))
+                .bearer_auth(patient)
+                .json(&json!({ "doctor_id": doctor.account_id, "start": rfc3339(later_start) })),
+        )
+        .await?;
+    let later_id = later["appointment_id"]
+        .as_str()
+        .context("appointment_id missing")?
+        .to_owned();
     let early = demo
         .http
-        .post(format!(
-            "{}/appointments/{appointment_id}/video-token",
-            demo.settings.command_url
-        ))
+        .post(token_url(&later_id))
         .bearer_auth(patient)
         .send()
         .await?;
     let status = early.status();
     let problem: Value = early.json().await?;
-    if status == StatusCode::CREATED {
-        step("video token issued: the appointment's join window is open");
-    } else {
-        step(&format!(
-            "video token refused before the join window: {status} {}",
-            problem["detail"]
-        ));
-    }
-    Ok(appointment_id)
+    expect(
+        status == StatusCode::CONFLICT,
+        "a token days before the appointment is refused",
+    )?;
+    step(&format!(
+        "token for the appointment at {} refused with {status}: {}",
+        rfc3339(later_start),
+        problem["detail"]
+    ));
+    demo.send(
+        demo.http
+            .post(format!(
+                "{}/appointments/{later_id}/cancellation",
+                demo.settings.command_url
+            ))
+            .bearer_auth(patient)
+            .json(&json!({ "reason": "booked by mistake" })),
+    )
+    .await?;
+    step("patient cancelled that second appointment");
+    Ok(())
 }

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use medflow_cli::http::rfc3339;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -18,7 +19,20 @@ pub struct DemoDoctor<'a> {
     pub name: &'a str,
     pub specialty: &'a str,
     pub time_zone: &'a str,
+    /// Takes consultations every day around the clock, so the next bookable slot is
+    /// about an hour away whenever the demo runs; otherwise weekdays 09:00 to 17:00.
+    pub around_the_clock: bool,
 }
+
+const WEEK: [&str; 7] = [
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+];
 
 /// Builds a profile, uploads and attaches a license and submits it for verification.
 pub async fn onboard(demo: &Demo, doctor: &DemoDoctor<'_>) -> anyhow::Result<()> {
@@ -70,9 +84,14 @@ pub async fn onboard(demo: &Demo, doctor: &DemoDoctor<'_>) -> anyhow::Result<()>
     )
     .await?;
 
-    let windows: Vec<Value> = ["monday", "tuesday", "wednesday", "thursday", "friday"]
+    let (days, start, end) = if doctor.around_the_clock {
+        (&WEEK[..], "00:00", "24:00")
+    } else {
+        (&WEEK[..5], "09:00", "17:00")
+    };
+    let windows: Vec<Value> = days
         .iter()
-        .map(|day| json!({ "weekday": day, "start": "09:00", "end": "17:00" }))
+        .map(|day| json!({ "weekday": day, "start": start, "end": end }))
         .collect();
     demo.send(
         demo.http
@@ -184,8 +203,31 @@ pub async fn review(
     Ok(())
 }
 
-/// Has a patient find the verified doctor in the directory and list their slots.
+/// Has a patient search the directory by specialty, find the verified doctor by name
+/// and list their slots.
 pub async fn browse(demo: &Demo, patient: &str, doctor: &DemoDoctor<'_>) -> anyhow::Result<()> {
+    let first_page = demo
+        .get(
+            patient,
+            &format!(
+                "{}/doctors?specialty={}&limit=20",
+                demo.settings.query_url, doctor.specialty
+            ),
+        )
+        .await?;
+    let listed = first_page["doctors"].as_array().map_or(0, Vec::len);
+    let with_slot = first_page["doctors"].as_array().map_or(0, |doctors| {
+        doctors
+            .iter()
+            .filter(|entry| !entry["next_available_slot"].is_null())
+            .count()
+    });
+    step(&format!(
+        "patient searched {}: {listed} verified doctors on the first page ({with_slot} with a free slot){}",
+        doctor.specialty,
+        if first_page["next_cursor"].is_null() { "" } else { ", more pages follow" }
+    ));
+
     let url = format!(
         "{}/doctors?specialty={}&name=okafor",
         demo.settings.query_url, doctor.specialty
@@ -218,8 +260,6 @@ pub async fn browse(demo: &Demo, patient: &str, doctor: &DemoDoctor<'_>) -> anyh
 
     let from = chrono::Utc::now();
     let to = from + chrono::TimeDelta::days(7);
-    let format =
-        |at: chrono::DateTime<chrono::Utc>| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let slots = demo
         .get(
             patient,
@@ -227,8 +267,8 @@ pub async fn browse(demo: &Demo, patient: &str, doctor: &DemoDoctor<'_>) -> anyh
                 "{}/doctors/{}/slots?from={}&to={}",
                 demo.settings.query_url,
                 doctor.account_id,
-                format(from),
-                format(to)
+                rfc3339(from),
+                rfc3339(to)
             ),
         )
         .await?;

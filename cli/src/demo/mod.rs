@@ -5,18 +5,57 @@
 mod appointments;
 mod audit;
 mod doctors;
+mod platform;
 
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use reqwest::{Client, Response, StatusCode};
+use medflow_cli::http;
+use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 
+#[derive(clap::Args)]
 pub struct DemoSettings {
+    #[arg(
+        long,
+        env = "MEDFLOW_COMMAND_API_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
     pub command_url: String,
+    #[arg(
+        long,
+        env = "MEDFLOW_QUERY_API_URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
     pub query_url: String,
+    #[arg(
+        long,
+        env = "MEDFLOW_DEMO_ADMIN_EMAIL",
+        default_value = "admin@medflow.example"
+    )]
     pub admin_email: String,
+    /// Password of the admin account the demo logs in with.
+    #[arg(long, env = "MEDFLOW_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: String,
+    /// Web interface of the mail catcher (maildev), where the demo looks for the
+    /// patient's reminder.
+    #[arg(
+        long,
+        env = "MEDFLOW_DEMO_MAIL_URL",
+        default_value = "http://127.0.0.1:1080"
+    )]
+    pub mail_url: String,
+    /// Seconds to wait for the reminder e-mail before going on without it.
+    #[arg(long, default_value_t = 150)]
+    pub reminder_wait_secs: u64,
+    /// Base URLs of the relay, projectors and reminder service, whose Prometheus
+    /// metrics the admin reads for relay lag, projector lag and reminder backlog.
+    #[arg(long, default_value = "http://127.0.0.1:8082")]
+    pub relay_url: String,
+    #[arg(long, default_value = "http://127.0.0.1:8083")]
+    pub projectors_url: String,
+    #[arg(long, default_value = "http://127.0.0.1:8084")]
+    pub reminders_url: String,
 }
 
 struct Demo {
@@ -76,7 +115,12 @@ pub async fn run(settings: DemoSettings) -> anyhow::Result<()> {
         .await?;
     let doctor_count = doctors["accounts"].as_array().map_or(0, Vec::len);
     step(&format!(
-        "admin list shows {doctor_count} doctor accounts in total"
+        "admin's first page of doctor accounts lists {doctor_count}{}",
+        if doctors["next_cursor"].is_null() {
+            " (all of them)"
+        } else {
+            "; more pages follow"
+        }
     ));
 
     let weak = demo
@@ -122,15 +166,18 @@ pub async fn run(settings: DemoSettings) -> anyhow::Result<()> {
         login == StatusCode::FORBIDDEN,
         "a suspended patient cannot log in",
     )?;
-    let listed = demo
-        .get(
-            &admin,
-            &format!(
-                "{}/admin/accounts?role=patient&limit=200&wait_for_account={suspended_id}&wait_for_sequence={}&wait_ms=10000",
-                demo.settings.query_url, accepted["sequence"]
-            ),
-        )
-        .await?;
+    let sequence = accepted["sequence"].to_string();
+    let list_url = reqwest::Url::parse_with_params(
+        &format!("{}/admin/accounts", demo.settings.query_url),
+        [
+            ("role", "patient"),
+            ("email", suspended_email.as_str()),
+            ("wait_for_account", suspended_id.as_str()),
+            ("wait_for_sequence", sequence.as_str()),
+            ("wait_ms", "10000"),
+        ],
+    )?;
+    let listed = demo.get(&admin, list_url.as_str()).await?;
     let shown = listed["accounts"]
         .as_array()
         .and_then(|accounts| {
@@ -172,6 +219,7 @@ pub async fn run(settings: DemoSettings) -> anyhow::Result<()> {
         name: "Dr. Amara Okafor",
         specialty: "cardiology",
         time_zone: "Europe/Berlin",
+        around_the_clock: true,
     };
     let brandt = doctors::DemoDoctor {
         account_id: &people[1].0,
@@ -179,6 +227,7 @@ pub async fn run(settings: DemoSettings) -> anyhow::Result<()> {
         name: "Dr. Lukas Brandt",
         specialty: "neurology",
         time_zone: "America/New_York",
+        around_the_clock: false,
     };
     doctors::onboard(&demo, &okafor).await?;
     doctors::onboard(&demo, &brandt).await?;
@@ -187,7 +236,9 @@ pub async fn run(settings: DemoSettings) -> anyhow::Result<()> {
     doctors::browse(&demo, &people[2].2, &okafor).await?;
     let appointment =
         appointments::book_and_move(&demo, &people[2].2, &people[3].2, &okafor).await?;
+    platform::reminder_arrives(&demo, &people[2].1).await?;
     doctors::read_rejection(&demo, &brandt).await?;
+    platform::review_health(&demo, &admin).await?;
     let patient = audit::Patient {
         account_id: &people[2].0,
         appointment_id: &appointment,
@@ -215,16 +266,7 @@ fn expect(condition: bool, what: &str) -> anyhow::Result<()> {
 impl Demo {
     async fn check_ready(&self) -> anyhow::Result<()> {
         for base in [&self.settings.command_url, &self.settings.query_url] {
-            let response = self
-                .http
-                .get(format!("{base}/health/ready"))
-                .send()
-                .await
-                .with_context(|| format!("{base} is not reachable; start the platform first"))?;
-            expect(
-                response.status().is_success(),
-                &format!("{base}/health/ready answers 200"),
-            )?;
+            http::check_ready(&self.http, base).await?;
         }
         step("command and query APIs are ready");
         Ok(())
@@ -232,7 +274,7 @@ impl Demo {
 
     async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
         let response = request.send().await?;
-        read_success(response).await
+        http::read_success(response).await
     }
 
     async fn get(&self, token: &str, url: &str) -> anyhow::Result<Value> {
@@ -298,14 +340,4 @@ impl Demo {
             .await?
             .status())
     }
-}
-
-async fn read_success(response: Response) -> anyhow::Result<Value> {
-    let status = response.status();
-    let url = response.url().path().to_owned();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    if !status.is_success() {
-        bail!("{url} returned {status}: {}", body["detail"]);
-    }
-    Ok(body)
 }
