@@ -82,6 +82,19 @@ pub struct CommandApiSettings {
         default_value_t = 2
     )]
     pub password_hash_concurrency: usize,
+
+    /// scrypt cost of new password hashes, as log2 of N (10 to 20). Lower it only for
+    /// demo or test data: each step down halves the work an attacker needs per guess.
+    /// Existing hashes keep verifying with the cost they were made with.
+    #[arg(
+        long = "password-scrypt-log-n",
+        env = "MEDFLOW_PASSWORD_SCRYPT_LOG_N",
+        default_value_t = medflow_infra::crypto::password::LOG_N,
+        value_parser = clap::value_parser!(u8).range(
+            medflow_infra::crypto::password::MIN_LOG_N as i64..=medflow_infra::crypto::password::MAX_LOG_N as i64
+        )
+    )]
+    pub password_scrypt_log_n: u8,
 }
 
 impl CommandApiSettings {

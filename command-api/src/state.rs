@@ -95,7 +95,11 @@ impl AppState {
             object_store,
             keys: Arc::new(KeyRing::new(pool.clone(), masters)),
             index,
-            hasher: PasswordHasher::new(settings.password_hash_concurrency).await?,
+            hasher: PasswordHasher::new(
+                settings.password_hash_concurrency,
+                settings.password_scrypt_log_n,
+            )
+            .await?,
             sessions: SessionStore::new(pool.clone(), policy, clock),
             audit: AuditLog::new(pool.clone()),
             login_limiter: LoginLimiter::new(
