@@ -101,7 +101,8 @@ pub async fn login(
             .await
             .map_err(ApiError::internal)?;
         return Err(ApiError::TooManyRequests {
-            retry_after_secs: wait.as_secs().max(1),
+            // Rounded up, so a client that waits exactly this long is let through.
+            retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
         });
     }
 
