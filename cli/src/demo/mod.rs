@@ -37,7 +37,7 @@ pub struct DemoSettings {
     /// Password of the admin account the demo logs in with.
     #[arg(long, env = "MEDFLOW_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: String,
-    /// Web interface of the mail catcher (maildev), where the demo looks for the
+    /// Web port of the mail catcher (maildev 3, REST API under `/api`), where the demo looks for the
     /// patient's reminder.
     #[arg(
         long,

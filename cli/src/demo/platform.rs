@@ -17,7 +17,7 @@ pub async fn reminder_arrives(demo: &Demo, email: &str) -> anyhow::Result<()> {
         step("skipped waiting for the reminder e-mail (--reminder-wait-secs 0)");
         return Ok(());
     }
-    let url = format!("{}/email", demo.settings.mail_url);
+    let url = format!("{}/api/email", demo.settings.mail_url);
     let started = Instant::now();
     loop {
         let messages: Value = demo
