@@ -64,7 +64,11 @@ pub fn consumer_config(settings: &KafkaSettings, group_id: &str) -> ClientConfig
         // librdkafka's default of 500 ms is how long a fetch waits at the broker when
         // nothing new arrives. A broker that does not respond early when a record
         // arrives (nisshi 0.7.0-pre.2 did not in the projection-lag benchmark) turns that wait into projection lag.
-        .set("fetch.wait.max.ms", "20");
+        .set("fetch.wait.max.ms", "20")
+        // Small fetches: nisshi 0.7.0-pre.2 (storage engine sqlite) stopped answering a
+        // consumer that was a few thousand records behind and fetched with librdkafka's
+        // default of 1 MiB per partition, spinning a core until restarted.
+        .set("max.partition.fetch.bytes", "65536");
     config
 }
 
