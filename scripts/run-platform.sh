@@ -106,6 +106,16 @@ restart() {
   done
 }
 
+# A failed step stops every service, so none keeps the seeding or demo settings.
+on_exit() {
+  local status=$?
+  if ((status != 0)); then
+    log "failed with exit status $status; stopping the services (logs are in $run_dir)"
+    scripts/stop-platform.sh --quiet
+  fi
+}
+trap on_exit EXIT
+
 # While seeding, every client shares 127.0.0.1, so the per-address login limit is
 # lifted, and the 2 200 demo accounts are hashed with scrypt N=2^14 instead of 2^17,
 # an eighth of the work per hash.
@@ -133,7 +143,7 @@ cat <<TEXT
 MedFlow is running:
   command API  http://127.0.0.1:8080  (OpenAPI docs http://127.0.0.1:8080/docs/)
   query API    http://127.0.0.1:8081  (OpenAPI docs http://127.0.0.1:8081/docs/)
-  mail catcher http://127.0.0.1:1080  (every e-mail the platform sent)
+  mail catcher http://127.0.0.1:1080/index.html  (every e-mail the platform sent)
   metrics      http://127.0.0.1:8082/metrics (relay), :8083/metrics (projectors),
                :8084/metrics (reminders), :8080/metrics and :8081/metrics (APIs)
   admin        $admin_email (password in .stack/secrets.env)
