@@ -32,8 +32,8 @@ pub struct Connection {
 #[derive(Subcommand)]
 pub enum AuditAction {
     /// Recomputes the hash chain of every event and audit entry and checks every
-    /// checkpoint's signature. Prints "intact up to position N" per stream, or the first
-    /// row that does not match and why. Exits with 0 when intact, 1 on a mismatch and 2
+    /// checkpoint's signature. Prints per stream the rows checked and the position sealed
+    /// up to, or the first row that does not match and why. Exits with 0 when intact, 1 on a mismatch and 2
     /// when the check could not run.
     Verify {
         #[command(flatten)]

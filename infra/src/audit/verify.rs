@@ -1,6 +1,7 @@
 //! Recomputes the hash chain of events and the hashes of audit entries, and checks every
 //! checkpoint's signature and digest, streaming the rows in position order. Reports
-//! either "intact up to position N" or the first row that does not match and why.
+//! either "intact" with the rows checked and the position sealed up to, or the first row
+//! that does not match and why.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -43,7 +44,8 @@ impl StreamReport {
         self.problem.is_none()
     }
 
-    /// One line for people: "intact up to position N" or the first problem.
+    /// One line for people: "intact: N rows checked; sealed up to position M …" or the
+    /// first mismatch.
     pub fn summary(&self) -> String {
         match &self.problem {
             None => format!(
