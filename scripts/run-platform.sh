@@ -12,9 +12,9 @@
 #   --doctors N  doctors to seed (default 200); --patients N patients (default 2000)
 #
 # During the scenario alone, the command API opens video rooms
-# MEDFLOW_DEMO_VIDEO_JOIN_BEFORE_MINUTES (default 120) before the start instead of 10,
-# and the reminder service's clock runs MEDFLOW_DEMO_CLOCK_SPEED (default 120) times as
-# fast as real time, so that a booking made now is inside its video window and its
+# MEDFLOW_DEMO_VIDEO_JOIN_BEFORE_MINUTES (default 120) before the start instead of 10.
+# The reminder service's clock then runs MEDFLOW_DEMO_CLOCK_SPEED (default 120) times as
+# fast as real time. So a booking made now is inside its video window, and its
 # 15-minute reminder is sent within a minute. Both services are restarted with their
 # defaults afterwards. `scripts/stop-platform.sh` stops the services.
 set -euo pipefail

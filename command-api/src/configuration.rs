@@ -103,10 +103,10 @@ impl CommandApiSettings {
     ///
     /// The CLI's commands (admin bootstrap, key rotation, erasure) never call the object
     /// store or LiveKit, so here their credentials may be missing. The store's then
-    /// default to empty strings, which it would reject. A missing LiveKit key pair is
-    /// replaced by a placeholder key and a random secret of this process, because the
-    /// command state builds a token issuer that rejects empty credentials; no token
-    /// signed with them is ever handed out.
+    /// default to empty strings, which it would reject. The command state builds a token
+    /// issuer that rejects empty credentials, so a missing LiveKit key pair is replaced
+    /// by a placeholder key and a random secret of this process. No token signed with
+    /// them is handed out, because these commands issue none.
     pub fn try_parse_from_env() -> Result<Self, clap::Error> {
         let command = Self::command()
             .mut_arg("access_key", |arg| arg.required(false).default_value(""))

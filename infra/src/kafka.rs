@@ -65,9 +65,9 @@ pub fn consumer_config(settings: &KafkaSettings, group_id: &str) -> ClientConfig
         // nothing new arrives. A broker that does not respond early when a record
         // arrives (nisshi 0.7.0-pre.2 did not in the projection-lag benchmark) turns that wait into projection lag.
         .set("fetch.wait.max.ms", "20")
-        // Small fetches: nisshi 0.7.0-pre.2 (storage engine sqlite) stopped answering a
-        // consumer that was a few thousand records behind and fetched with librdkafka's
-        // default of 1 MiB per partition, spinning a core until restarted.
+        // Small fetches, because nisshi 0.7.0-pre.2 (storage engine sqlite) stopped
+        // responding to a consumer a few thousand records behind that fetched with
+        // librdkafka's default of 1 MiB per partition, and spun a core until restarted.
         .set("max.partition.fetch.bytes", "65536");
     config
 }

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use medflow_cli::http::rfc3339;
+use medflow_cli::seed::WEEKDAYS;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -20,19 +21,9 @@ pub struct DemoDoctor<'a> {
     pub specialty: &'a str,
     pub time_zone: &'a str,
     /// Takes consultations every day around the clock, so the next bookable slot is
-    /// about an hour away whenever the demo runs; otherwise weekdays 09:00 to 17:00.
+    /// about an hour away whenever the demo runs. Otherwise weekdays 09:00 to 17:00.
     pub around_the_clock: bool,
 }
-
-const WEEK: [&str; 7] = [
-    "monday",
-    "tuesday",
-    "wednesday",
-    "thursday",
-    "friday",
-    "saturday",
-    "sunday",
-];
 
 /// Builds a profile, uploads and attaches a license and submits it for verification.
 pub async fn onboard(demo: &Demo, doctor: &DemoDoctor<'_>) -> anyhow::Result<()> {
@@ -85,9 +76,9 @@ pub async fn onboard(demo: &Demo, doctor: &DemoDoctor<'_>) -> anyhow::Result<()>
     .await?;
 
     let (days, start, end) = if doctor.around_the_clock {
-        (&WEEK[..], "00:00", "24:00")
+        (&WEEKDAYS[..], "00:00", "24:00")
     } else {
-        (&WEEK[..5], "09:00", "17:00")
+        (&WEEKDAYS[..5], "09:00", "17:00")
     };
     let windows: Vec<Value> = days
         .iter()

@@ -284,7 +284,8 @@ pub fn doctor_profile(
     }
 }
 
-const WEEKDAYS: [&str; 7] = [
+/// Weekday names as the availability API spells them, Monday first.
+pub const WEEKDAYS: [&str; 7] = [
     "monday",
     "tuesday",
     "wednesday",

@@ -25,6 +25,7 @@ use chrono::{DateTime, Utc};
 
 pub use bookings::{BookingOutcome, ContestOutcome, DirectoryCheck};
 pub use client::{Endpoint, EndpointSummary, FailureSample, SEEDED_PASSWORD};
+pub use dataset::WEEKDAYS;
 pub use doctors::DoctorStatus;
 pub use platform::PlatformNumbers;
 pub use progress::{PhaseTiming, ProgressMode};

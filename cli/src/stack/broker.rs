@@ -15,9 +15,9 @@ pub const NAME: &str = "broker";
 pub const PROGRAM: &str = "nisshi";
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// In-memory storage. With `sqlite://broker.db`, nisshi 0.7.0-pre.2 stopped answering
-/// fetches of a topic that took about 70 records/s while two consumer groups read it
-/// (2 000 bookings by `medflow seed`), spinning a core until restarted; in memory the
+/// In-memory storage. With `sqlite://broker.db`, nisshi 0.7.0-pre.2 stopped responding
+/// to fetches of a topic that took about 70 records/s while two consumer groups read it
+/// (2 000 bookings by `medflow seed`), and spun a core until restarted. In memory the
 /// same run passed. The end-to-end tests that restart a broker start their own with
 /// SQLite storage (`medflow_tests::broker`).
 const STORAGE_ENGINE_URL: &str = "memory://nisshi/";
