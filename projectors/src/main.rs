@@ -36,7 +36,11 @@ async fn run(settings: ProjectorSettings, pool: deadpool_postgres::Pool) -> anyh
     let metrics = ProjectorMetrics::register(&registry)?;
     let readiness = web::health::Readiness::default()
         .with("postgres", web::health::postgres_check(pool.clone()))
-        .with("kafka", web::health::kafka_check(settings.kafka.clone()));
+        .with("kafka", web::health::kafka_check(settings.kafka.clone()))
+        .with(
+            "consumers",
+            metrics.progress.readiness_check(settings.stall.limit()),
+        );
     let server = web::ops::serve(settings.http_addr, registry, readiness)?;
     let server_handle = server.handle();
     tokio::spawn(server);

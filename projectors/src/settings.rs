@@ -1,6 +1,8 @@
 use std::net::SocketAddr;
 
-use clap::{Parser, Subcommand};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
 use medflow_infra::config::{DatabaseSettings, KafkaSettings};
 
 #[derive(Debug, Clone, Parser)]
@@ -23,6 +25,9 @@ pub struct ProjectorSettings {
     )]
     pub http_addr: SocketAddr,
 
+    #[command(flatten)]
+    pub stall: StallSettings,
+
     #[command(subcommand)]
     pub command: Option<ProjectorCommand>,
 }
@@ -37,4 +42,23 @@ pub enum ProjectorCommand {
         /// Projection name, such as `accounts`.
         projection: String,
     },
+}
+
+/// When a consumer that is behind and commits nothing counts as stuck.
+#[derive(Debug, Clone, Args)]
+pub struct StallSettings {
+    /// Seconds a consumer may stay behind its topics without committing progress before
+    /// `/health/ready` fails for it.
+    #[arg(
+        long = "stall-limit-secs",
+        env = "MEDFLOW_CONSUMER_STALL_LIMIT_SECS",
+        default_value_t = 120
+    )]
+    pub limit_secs: u64,
+}
+
+impl StallSettings {
+    pub fn limit(&self) -> Duration {
+        Duration::from_secs(self.limit_secs)
+    }
 }

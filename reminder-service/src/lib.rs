@@ -25,11 +25,14 @@ pub use settings::ReminderSettings;
 const PENDING_REFRESH: Duration = Duration::from_secs(5);
 
 /// Runs the schedule consumer and the sender workers until `shutdown` is cancelled.
+/// `consumer_metrics` are the schedule consumer's lag and stall metrics, registered by
+/// the caller so that its readiness check can watch them.
 pub async fn run(
     settings: ReminderSettings,
     pool: Pool,
     clock: SharedClock,
     registry: &prometheus::Registry,
+    consumer_metrics: ProjectorMetrics,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let masters = MasterKeys::parse(&settings.keys.master_keys).map_err(anyhow::Error::msg)?;
@@ -47,13 +50,11 @@ pub async fn run(
         poll_interval: Duration::from_millis(settings.poll_interval_ms),
         abort_after_smtp: settings.abort_after_smtp,
     });
-    let projector_metrics = ProjectorMetrics::register(registry)?;
-
     let consumer = tokio::spawn(framework::run(
         Arc::new(schedule::ReminderSchedule { clock }),
         pool,
         settings.kafka.clone(),
-        projector_metrics,
+        consumer_metrics,
         shutdown.clone(),
     ));
     let mut workers = Vec::new();

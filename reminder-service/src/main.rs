@@ -2,6 +2,7 @@ use chrono::TimeDelta;
 use clap::Parser;
 use medflow_infra::clock::{self, SharedClock, ShiftedClock};
 use medflow_infra::{db, telemetry, web};
+use medflow_projectors::framework::metrics::ProjectorMetrics;
 use medflow_reminder_service::ReminderSettings;
 use tokio_util::sync::CancellationToken;
 
@@ -25,9 +26,16 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let registry = prometheus::Registry::new();
+    let consumer_metrics = ProjectorMetrics::register(&registry)?;
     let readiness = web::health::Readiness::default()
         .with("postgres", web::health::postgres_check(pool.clone()))
-        .with("kafka", web::health::kafka_check(settings.kafka.clone()));
+        .with("kafka", web::health::kafka_check(settings.kafka.clone()))
+        .with(
+            "consumer",
+            consumer_metrics
+                .progress
+                .readiness_check(settings.stall.limit()),
+        );
     let server = web::ops::serve(settings.http_addr, registry.clone(), readiness)?;
     let handle = server.handle();
     tokio::spawn(server);
@@ -35,7 +43,9 @@ async fn main() -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     tokio::spawn(web::ops::cancel_on_signal(shutdown.clone()));
-    let result = medflow_reminder_service::run(settings, pool, clock, &registry, shutdown).await;
+    let result =
+        medflow_reminder_service::run(settings, pool, clock, &registry, consumer_metrics, shutdown)
+            .await;
     handle.stop(true).await;
     tracing::info!("reminder service stopped");
     result

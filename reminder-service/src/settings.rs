@@ -2,6 +2,7 @@ use std::net::SocketAddr;
 
 use clap::Parser;
 use medflow_infra::config::{DatabaseSettings, KafkaSettings, KeySettings};
+use medflow_projectors::settings::StallSettings;
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -25,6 +26,9 @@ pub struct ReminderSettings {
         default_value = "127.0.0.1:8084"
     )]
     pub http_addr: SocketAddr,
+
+    #[command(flatten)]
+    pub stall: StallSettings,
 
     /// SMTP server for reminder e-mails, as `smtp://host:port` (plain SMTP).
     #[arg(

@@ -329,6 +329,7 @@ impl TestEnv {
             clock_offset_secs: 0,
             clock_speed: 1.0,
             abort_after_smtp: false,
+            stall: medflow_projectors::settings::StallSettings { limit_secs: 120 },
         }
     }
 
@@ -347,8 +348,17 @@ impl TestEnv {
         let run_token = token.clone();
         self.services.spawn(async move {
             let registry = prometheus::Registry::new();
-            if let Err(error) =
-                medflow_reminder_service::run(settings, pool, clock, &registry, run_token).await
+            let consumer_metrics =
+                ProjectorMetrics::register(&registry).expect("reminder consumer metrics");
+            if let Err(error) = medflow_reminder_service::run(
+                settings,
+                pool,
+                clock,
+                &registry,
+                consumer_metrics,
+                run_token,
+            )
+            .await
             {
                 eprintln!("reminder service failed: {error:#}");
             }

@@ -167,6 +167,132 @@ async fn background_services_report_health_and_lag() {
     }
 }
 
+/// A projector that is behind and cannot apply anything (its read-model writes are
+/// refused) fails readiness and shows the stall in its metrics, although PostgreSQL and
+/// the broker both respond. Once the writes are allowed again, it catches up and is
+/// ready again.
+#[tokio::test]
+async fn stalled_projector_fails_readiness() {
+    let env = TestEnv::new().await;
+    let command = env.start_command_api().await;
+    env.start_relay();
+    let api = medflow_tests::api::Api::new(&command, &command);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut vars = env.env_vars();
+    vars.push(("MEDFLOW_CONSUMER_STALL_LIMIT_SECS".into(), "3".into()));
+    let _projectors = ServiceProcess::spawn("medflow-projectors", &["--http-addr", &addr], &vars);
+    let http = reqwest::Client::new();
+    let ready_url = format!("http://{addr}/health/ready");
+    let readiness = || {
+        let (http, url) = (http.clone(), ready_url.clone());
+        async move {
+            let response = http.get(&url).send().await.ok()?;
+            let status = response.status();
+            Some((status, response.json::<Value>().await.ok()?))
+        }
+    };
+    eventually(
+        Duration::from_secs(30),
+        "the projectors to be ready",
+        || async {
+            let (status, _) = readiness().await?;
+            (status == StatusCode::OK).then_some(())
+        },
+    )
+    .await;
+    api.register_ok("patient", "stall-first@example.test", "Stall First")
+        .await;
+    let owner = env.owner_client().await;
+    eventually(
+        Duration::from_secs(30),
+        "the first account projected",
+        || async {
+            let row = owner
+                .query_one("SELECT count(*) FROM account_directory", &[])
+                .await
+                .ok()?;
+            (row.get::<_, i64>(0) == 1).then_some(())
+        },
+    )
+    .await;
+
+    // The projection's writes now fail and are retried. (A lock held in an open
+    // transaction would hold back the relay as well, so nothing would reach Kafka.)
+    owner
+        .batch_execute("REVOKE INSERT ON account_directory FROM medflow_app")
+        .await
+        .unwrap();
+    for index in 0..3 {
+        api.register_ok("patient", &format!("stall-{index}@example.test"), "Stall")
+            .await;
+    }
+    let body = eventually(
+        Duration::from_secs(60),
+        "readiness to report the stalled projection",
+        || async {
+            let (status, body) = readiness().await?;
+            (status == StatusCode::SERVICE_UNAVAILABLE).then_some(body)
+        },
+    )
+    .await;
+    assert_eq!(body["checks"]["postgres"], "ok", "{body}");
+    assert_eq!(body["checks"]["kafka"], "ok", "{body}");
+    let consumers = body["checks"]["consumers"].as_str().unwrap();
+    assert!(
+        consumers.starts_with("accounts is ") && consumers.contains("committed nothing"),
+        "{consumers}"
+    );
+    // The gauge is refreshed with the lag, every 5 s, so it may trail readiness.
+    let accounts_sample = |metrics: &str, name: &str| {
+        medflow_cli::metrics::parse(metrics)
+            .into_iter()
+            .find(|sample| {
+                sample.name == name
+                    && medflow_cli::metrics::label(&sample.labels, "projection") == Some("accounts")
+            })
+            .map(|sample| sample.value)
+    };
+    let metrics_url = format!("http://{addr}/metrics");
+    let metrics = eventually(
+        Duration::from_secs(30),
+        "the stall in medflow_projector_stalled_seconds",
+        || async {
+            let text = http
+                .get(&metrics_url)
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            let stalled = accounts_sample(&text, "medflow_projector_stalled_seconds")?;
+            (stalled >= 3.0).then_some(text)
+        },
+    )
+    .await;
+    let failures = accounts_sample(&metrics, "medflow_projector_failures_total");
+    assert!(failures.is_some_and(|count| count >= 1.0), "{metrics}");
+
+    owner
+        .batch_execute("GRANT INSERT ON account_directory TO medflow_app")
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(60),
+        "the projectors to be ready again",
+        || async {
+            let (status, _) = readiness().await?;
+            (status == StatusCode::OK).then_some(())
+        },
+    )
+    .await;
+    let row = owner
+        .query_one("SELECT count(*) FROM account_directory", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 4);
+}
+
 #[tokio::test]
 async fn wrong_method_is_405_with_allow() {
     let env = TestEnv::new().await;

@@ -2,6 +2,8 @@
 
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 
+use super::progress::ProgressBoard;
+
 #[derive(Clone)]
 pub struct ProjectorMetrics {
     pub applied: IntCounterVec,
@@ -9,6 +11,10 @@ pub struct ProjectorMetrics {
     pub failures: IntCounterVec,
     /// Messages between the committed position and the partition's high watermark.
     pub lag: IntGaugeVec,
+    /// Seconds a projection has been behind without committing anything.
+    pub stalled: IntGaugeVec,
+    /// The same stalls, for the readiness check.
+    pub progress: ProgressBoard,
 }
 
 impl ProjectorMetrics {
@@ -42,11 +48,20 @@ impl ProjectorMetrics {
                 ),
                 &["projection", "topic", "partition"],
             )?,
+            stalled: IntGaugeVec::new(
+                Opts::new(
+                    "medflow_projector_stalled_seconds",
+                    "Seconds a projection has been behind its topics without committing progress",
+                ),
+                &["projection"],
+            )?,
+            progress: ProgressBoard::default(),
         };
         registry.register(Box::new(metrics.applied.clone()))?;
         registry.register(Box::new(metrics.duplicates.clone()))?;
         registry.register(Box::new(metrics.failures.clone()))?;
         registry.register(Box::new(metrics.lag.clone()))?;
+        registry.register(Box::new(metrics.stalled.clone()))?;
         Ok(metrics)
     }
 
@@ -56,5 +71,6 @@ impl ProjectorMetrics {
         self.applied.with_label_values(&[projection]);
         self.duplicates.with_label_values(&[projection]);
         self.failures.with_label_values(&[projection]);
+        self.stalled.with_label_values(&[projection]);
     }
 }

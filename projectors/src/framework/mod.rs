@@ -1,8 +1,9 @@
 //! The projection framework: the [`Projection`] trait, idempotent application,
-//! the Kafka runner, rebuilds, the rebuild check and lag metrics.
+//! the Kafka runner, rebuilds, the rebuild check, lag metrics and stall detection.
 
 mod apply;
 pub mod metrics;
+pub mod progress;
 mod rebuild;
 pub mod rebuild_check;
 mod runner;

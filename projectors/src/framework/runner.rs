@@ -1,7 +1,7 @@
 //! Runs one projection as a Kafka consumer group member.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
 use medflow_infra::config::KafkaSettings;
@@ -13,6 +13,7 @@ use rdkafka::Offset;
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::ProjectorMetrics;
+use super::progress::Sample;
 use super::{apply_event, Applied, Projection};
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -172,19 +173,54 @@ async fn report_lag(
     while !shutdown.is_cancelled() {
         let consumer = Arc::clone(&consumer);
         let lags = tokio::task::spawn_blocking(move || partition_lags(&consumer)).await;
-        if let Ok(Ok(lags)) = lags {
-            for (topic, partition, lag) in lags {
+        // A failed measurement records nothing, so a stall that has begun keeps counting
+        // while the broker connection is wedged.
+        let lags = match lags {
+            Ok(Ok(lags)) => Some(lags),
+            Ok(Err(error)) => {
+                tracing::warn!(
+                    projection = name,
+                    error = format!("{error:#}"),
+                    "measuring consumer lag failed"
+                );
+                None
+            }
+            Err(_) => None,
+        };
+        if let Some(lags) = lags {
+            let mut sample = Sample {
+                lag: 0,
+                committed: 0,
+            };
+            for lag in &lags {
                 metrics
                     .lag
-                    .with_label_values(&[name, &topic, &partition.to_string()])
-                    .set(lag);
+                    .with_label_values(&[name, &lag.topic, &lag.partition.to_string()])
+                    .set(lag.behind);
+                sample.lag += lag.behind;
+                sample.committed += lag.committed;
             }
+            let stalled = metrics.progress.record(name, sample, Instant::now());
+            metrics
+                .stalled
+                .with_label_values(&[name])
+                .set(i64::try_from(stalled.as_secs()).unwrap_or(i64::MAX));
         }
         tokio::time::sleep(LAG_REFRESH).await;
     }
 }
 
-fn partition_lags(consumer: &StreamConsumer) -> anyhow::Result<Vec<(String, i32, i64)>> {
+/// One assigned partition of a consumer.
+struct PartitionLag {
+    topic: String,
+    partition: i32,
+    /// Committed offset, 0 before the first commit.
+    committed: i64,
+    /// Messages from the committed offset to the high watermark.
+    behind: i64,
+}
+
+fn partition_lags(consumer: &StreamConsumer) -> anyhow::Result<Vec<PartitionLag>> {
     let assignment = consumer.assignment()?;
     let committed = consumer.committed_offsets(assignment, Duration::from_secs(2))?;
     let mut lags = Vec::new();
@@ -198,11 +234,12 @@ fn partition_lags(consumer: &StreamConsumer) -> anyhow::Result<Vec<(String, i32,
             Offset::Offset(offset) => offset,
             _ => 0,
         };
-        lags.push((
-            element.topic().to_owned(),
-            element.partition(),
-            (high - position).max(0),
-        ));
+        lags.push(PartitionLag {
+            topic: element.topic().to_owned(),
+            partition: element.partition(),
+            committed: position,
+            behind: (high - position).max(0),
+        });
     }
     Ok(lags)
 }
