@@ -4,4 +4,5 @@
 
 pub mod http;
 pub mod metrics;
+pub mod platform;
 pub mod seed;

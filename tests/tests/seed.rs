@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use medflow_cli::platform::PlatformArgs;
 use medflow_cli::seed::{self, DoctorStatus, ProgressMode, SeedSettings};
 use medflow_tests::api::{unique_email, PASSWORD};
 use medflow_tests::fixtures::Fixtures;
@@ -14,10 +15,12 @@ use serde_json::Value;
 
 fn settings(command_url: &str, query_url: &str, admin_email: &str) -> SeedSettings {
     SeedSettings {
-        command_url: command_url.to_owned(),
-        query_url: query_url.to_owned(),
-        admin_email: admin_email.to_owned(),
-        admin_password: PASSWORD.to_owned(),
+        platform: PlatformArgs {
+            command_url: command_url.to_owned(),
+            query_url: query_url.to_owned(),
+            admin_email: admin_email.to_owned(),
+            admin_password: PASSWORD.to_owned(),
+        },
         doctors: 6,
         patients: 20,
         bookings: Some(30),

@@ -23,7 +23,7 @@ pub async fn book_and_move(
             patient,
             &format!(
                 "{}/doctors/{}/slots?from={}&to={}",
-                demo.settings.query_url,
+                demo.settings.platform.query_url,
                 doctor.account_id,
                 rfc3339(from),
                 rfc3339(to)
@@ -42,7 +42,10 @@ pub async fn book_and_move(
     let booked = demo
         .send(
             demo.http
-                .post(format!("{}/appointments", demo.settings.command_url))
+                .post(format!(
+                    "{}/appointments",
+                    demo.settings.platform.command_url
+                ))
                 .bearer_auth(patient)
                 .json(&booking),
         )
@@ -58,7 +61,10 @@ pub async fn book_and_move(
 
     let rival_attempt = demo
         .http
-        .post(format!("{}/appointments", demo.settings.command_url))
+        .post(format!(
+            "{}/appointments",
+            demo.settings.platform.command_url
+        ))
         .bearer_auth(rival)
         .json(&booking)
         .send()
@@ -79,7 +85,7 @@ pub async fn book_and_move(
             demo.http
                 .post(format!(
                     "{}/appointments/{appointment_id}/reschedule",
-                    demo.settings.command_url
+                    demo.settings.platform.command_url
                 ))
                 .bearer_auth(patient)
                 .json(&json!({ "start": starts[1] })),
@@ -90,7 +96,7 @@ pub async fn book_and_move(
             patient,
             &format!(
                 "{}/appointments/{appointment_id}?wait_for_sequence={}&wait_ms=10000",
-                demo.settings.query_url, moved["sequence"]
+                demo.settings.platform.query_url, moved["sequence"]
             ),
         )
         .await?;
@@ -110,7 +116,7 @@ pub async fn book_and_move(
             doctor.token,
             &format!(
                 "{}/doctors/me/schedule?date={local_date}",
-                demo.settings.query_url
+                demo.settings.platform.query_url
             ),
         )
         .await?;
@@ -137,7 +143,7 @@ async fn video(
     let token_url = |id: &str| {
         format!(
             "{}/appointments/{id}/video-token",
-            demo.settings.command_url
+            demo.settings.platform.command_url
         )
     };
     for (who, token) in [("patient", patient), ("doctor", doctor.token)] {
@@ -197,7 +203,10 @@ async fn video(
     let later = demo
         .send(
             demo.http
-                .post(format!("{}/appointments", demo.settings.command_url))
+                .post(format!(
+                    "{}/appointments",
+                    demo.settings.platform.command_url
+                ))
                 .bearer_auth(patient)
                 .json(&json!({ "doctor_id": doctor.account_id, "start": rfc3339(later_start) })),
         )
@@ -227,7 +236,7 @@ async fn video(
         demo.http
             .post(format!(
                 "{}/appointments/{later_id}/cancellation",
-                demo.settings.command_url
+                demo.settings.platform.command_url
             ))
             .bearer_auth(patient)
             .json(&json!({ "reason": "booked by mistake" })),

@@ -23,7 +23,7 @@ pub async fn review(
         .http
         .get(format!(
             "{}/appointments/{}",
-            demo.settings.query_url, patient.appointment_id
+            demo.settings.platform.query_url, patient.appointment_id
         ))
         .bearer_auth(other_patient)
         .send()
@@ -37,7 +37,7 @@ pub async fn review(
     let email = format!("compliance.{}@example.org", demo.run);
     demo.send(
         demo.http
-            .post(format!("{}/admin/accounts", demo.settings.command_url))
+            .post(format!("{}/admin/accounts", demo.settings.platform.command_url))
             .bearer_auth(admin)
             .json(&json!({"email": email, "name": "Casey Compliance", "password": PATIENT_PASSWORD, "role": "compliance"})),
     )
@@ -49,7 +49,7 @@ pub async fn review(
         .http
         .get(format!(
             "{}/audit/records?patient_id={}",
-            demo.settings.query_url, patient.account_id
+            demo.settings.platform.query_url, patient.account_id
         ))
         .bearer_auth(&officer)
         .send()
@@ -74,7 +74,7 @@ pub async fn review(
         .http
         .get(format!(
             "{}/audit/fhir?patient_id={}&format=bundle",
-            demo.settings.query_url, patient.account_id
+            demo.settings.platform.query_url, patient.account_id
         ))
         .bearer_auth(&officer)
         .send()
@@ -96,7 +96,7 @@ pub async fn review(
     let report = demo
         .get(
             &officer,
-            &format!("{}/admin/audit/verify", demo.settings.query_url),
+            &format!("{}/admin/audit/verify", demo.settings.platform.query_url),
         )
         .await?;
     expect(report["intact"] == true, "the audit trail verifies")?;

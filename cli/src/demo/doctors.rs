@@ -27,7 +27,7 @@ pub struct DemoDoctor<'a> {
 
 /// Builds a profile, uploads and attaches a license and submits it for verification.
 pub async fn onboard(demo: &Demo, doctor: &DemoDoctor<'_>) -> anyhow::Result<()> {
-    let command = &demo.settings.command_url;
+    let command = &demo.settings.platform.command_url;
     let profile = json!({
         "display_name": doctor.name,
         "specialty": doctor.specialty,
@@ -108,7 +108,7 @@ pub async fn onboard(demo: &Demo, doctor: &DemoDoctor<'_>) -> anyhow::Result<()>
 async fn queued(demo: &Demo, admin: &str, doctor_id: &str) -> anyhow::Result<Value> {
     let url = format!(
         "{}/admin/doctors/verification-queue",
-        demo.settings.query_url
+        demo.settings.platform.query_url
     );
     let started = Instant::now();
     loop {
@@ -146,7 +146,7 @@ pub async fn review(
             admin,
             &format!(
                 "{}/admin/doctors/{}/license-documents/{document_id}/download-url",
-                demo.settings.query_url, doctor.account_id
+                demo.settings.platform.query_url, doctor.account_id
             ),
         )
         .await?;
@@ -164,7 +164,7 @@ pub async fn review(
 
     let base = format!(
         "{}/admin/doctors/{}",
-        demo.settings.command_url, doctor.account_id
+        demo.settings.platform.command_url, doctor.account_id
     );
     if approve {
         demo.send(
@@ -202,7 +202,7 @@ pub async fn browse(demo: &Demo, patient: &str, doctor: &DemoDoctor<'_>) -> anyh
             patient,
             &format!(
                 "{}/doctors?specialty={}&limit=20",
-                demo.settings.query_url, doctor.specialty
+                demo.settings.platform.query_url, doctor.specialty
             ),
         )
         .await?;
@@ -221,7 +221,7 @@ pub async fn browse(demo: &Demo, patient: &str, doctor: &DemoDoctor<'_>) -> anyh
 
     let url = format!(
         "{}/doctors?specialty={}&name=okafor",
-        demo.settings.query_url, doctor.specialty
+        demo.settings.platform.query_url, doctor.specialty
     );
     let started = Instant::now();
     let entry = loop {
@@ -256,7 +256,7 @@ pub async fn browse(demo: &Demo, patient: &str, doctor: &DemoDoctor<'_>) -> anyh
             patient,
             &format!(
                 "{}/doctors/{}/slots?from={}&to={}",
-                demo.settings.query_url,
+                demo.settings.platform.query_url,
                 doctor.account_id,
                 rfc3339(from),
                 rfc3339(to)
@@ -273,7 +273,7 @@ pub async fn browse(demo: &Demo, patient: &str, doctor: &DemoDoctor<'_>) -> anyh
 
 /// Has the rejected doctor read the reason on their own profile.
 pub async fn read_rejection(demo: &Demo, doctor: &DemoDoctor<'_>) -> anyhow::Result<()> {
-    let url = format!("{}/doctors/me/profile", demo.settings.query_url);
+    let url = format!("{}/doctors/me/profile", demo.settings.platform.query_url);
     let started = Instant::now();
     loop {
         let response = demo.http.get(&url).bearer_auth(doctor.token).send().await?;

@@ -11,32 +11,14 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use medflow_cli::http;
+use medflow_cli::platform::PlatformArgs;
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 
 #[derive(clap::Args)]
 pub struct DemoSettings {
-    #[arg(
-        long,
-        env = "MEDFLOW_COMMAND_API_URL",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    pub command_url: String,
-    #[arg(
-        long,
-        env = "MEDFLOW_QUERY_API_URL",
-        default_value = "http://127.0.0.1:8081"
-    )]
-    pub query_url: String,
-    #[arg(
-        long,
-        env = "MEDFLOW_DEMO_ADMIN_EMAIL",
-        default_value = "admin@medflow.example"
-    )]
-    pub admin_email: String,
-    /// Password of the admin account the demo logs in with.
-    #[arg(long, env = "MEDFLOW_ADMIN_PASSWORD", hide_env_values = true)]
-    pub admin_password: String,
+    #[command(flatten)]
+    pub platform: PlatformArgs,
     /// Web port of the mail catcher (maildev 3, REST API under `/api`), where the demo looks for the
     /// patient's reminder.
     #[arg(
@@ -75,8 +57,8 @@ pub async fn run(settings: DemoSettings) -> anyhow::Result<()> {
     demo.check_ready().await?;
     let admin = demo
         .login(
-            &demo.settings.admin_email.clone(),
-            &demo.settings.admin_password.clone(),
+            &demo.settings.platform.admin_email.clone(),
+            &demo.settings.platform.admin_password.clone(),
         )
         .await?;
     step("admin logged in");
@@ -109,7 +91,7 @@ pub async fn run(settings: DemoSettings) -> anyhow::Result<()> {
             &admin,
             &format!(
                 "{}/admin/accounts?role=doctor&limit=200",
-                demo.settings.query_url
+                demo.settings.platform.query_url
             ),
         )
         .await?;
@@ -125,7 +107,7 @@ pub async fn run(settings: DemoSettings) -> anyhow::Result<()> {
 
     let weak = demo
         .http
-        .post(format!("{}/accounts", demo.settings.command_url))
+        .post(format!("{}/accounts", demo.settings.platform.command_url))
         .json(&json!({ "role": "patient", "email": format!("weak.{}@example.org", demo.run), "password": "password1234", "name": "Weak Password" }))
         .send()
         .await?;
@@ -144,7 +126,7 @@ pub async fn run(settings: DemoSettings) -> anyhow::Result<()> {
         people.last().cloned().context("no patient")?;
     let path = format!(
         "{}/admin/accounts/{suspended_id}/suspension",
-        demo.settings.command_url
+        demo.settings.platform.command_url
     );
     let accepted: Value = demo
         .send(
@@ -168,7 +150,7 @@ pub async fn run(settings: DemoSettings) -> anyhow::Result<()> {
     )?;
     let sequence = accepted["sequence"].to_string();
     let list_url = reqwest::Url::parse_with_params(
-        &format!("{}/admin/accounts", demo.settings.query_url),
+        &format!("{}/admin/accounts", demo.settings.platform.query_url),
         [
             ("role", "patient"),
             ("email", suspended_email.as_str()),
@@ -199,7 +181,7 @@ pub async fn run(settings: DemoSettings) -> anyhow::Result<()> {
 
     let response = demo
         .http
-        .delete(format!("{}/sessions", demo.settings.command_url))
+        .delete(format!("{}/sessions", demo.settings.platform.command_url))
         .bearer_auth(&token)
         .send()
         .await?;
@@ -265,7 +247,10 @@ fn expect(condition: bool, what: &str) -> anyhow::Result<()> {
 
 impl Demo {
     async fn check_ready(&self) -> anyhow::Result<()> {
-        for base in [&self.settings.command_url, &self.settings.query_url] {
+        for base in [
+            &self.settings.platform.command_url,
+            &self.settings.platform.query_url,
+        ] {
             http::check_ready(&self.http, base).await?;
         }
         step("command and query APIs are ready");
@@ -287,7 +272,7 @@ impl Demo {
         let accepted = self
             .send(
                 self.http
-                    .post(format!("{}/accounts", self.settings.command_url))
+                    .post(format!("{}/accounts", self.settings.platform.command_url))
                     .json(&body),
             )
             .await?;
@@ -304,7 +289,7 @@ impl Demo {
     async fn login_status(&self, email: &str, password: &str) -> anyhow::Result<StatusCode> {
         let response = self
             .http
-            .post(format!("{}/sessions", self.settings.command_url))
+            .post(format!("{}/sessions", self.settings.platform.command_url))
             .json(&json!({ "email": email, "password": password }))
             .send()
             .await?;
@@ -314,7 +299,7 @@ impl Demo {
     async fn login(&self, email: &str, password: &str) -> anyhow::Result<String> {
         let request = self
             .http
-            .post(format!("{}/sessions", self.settings.command_url))
+            .post(format!("{}/sessions", self.settings.platform.command_url))
             .json(&json!({ "email": email, "password": password }));
         let session = self.send(request).await?;
         Ok(session["token"]
@@ -326,7 +311,7 @@ impl Demo {
     async fn me(&self, token: &str, sequence: u64) -> anyhow::Result<Value> {
         let url = format!(
             "{}/me?wait_for_sequence={sequence}&wait_ms=10000",
-            self.settings.query_url
+            self.settings.platform.query_url
         );
         self.get(token, &url).await
     }
@@ -334,7 +319,7 @@ impl Demo {
     async fn status_of_me(&self, token: &str) -> anyhow::Result<StatusCode> {
         Ok(self
             .http
-            .get(format!("{}/me", self.settings.query_url))
+            .get(format!("{}/me", self.settings.platform.query_url))
             .bearer_auth(token)
             .send()
             .await?

@@ -66,7 +66,7 @@ pub async fn review_health(demo: &Demo, admin: &str) -> anyhow::Result<()> {
             admin,
             &format!(
                 "{}/admin/doctors/verification-queue",
-                demo.settings.query_url
+                demo.settings.platform.query_url
             ),
         )
         .await?;

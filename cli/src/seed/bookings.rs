@@ -311,7 +311,7 @@ impl AppointmentPhases<'_> {
         let doctor = &self.doctors[in_mind];
         let mut url = format!(
             "{}/doctors?specialty={}&limit=20",
-            self.seeder.settings.query_url, doctor.specialty
+            self.seeder.settings.platform.query_url, doctor.specialty
         );
         if rng.gen_bool(0.2) {
             let zone_languages = dataset::REGIONS
@@ -404,7 +404,7 @@ impl AppointmentPhases<'_> {
     ) -> Result<(), RequestFailed> {
         let url = format!(
             "{}/appointments/{}/cancellation",
-            self.seeder.settings.command_url, appointment.id
+            self.seeder.settings.platform.command_url, appointment.id
         );
         let body = json!({ "reason": reason });
         let http = self.seeder.client.http();
@@ -432,7 +432,7 @@ impl AppointmentPhases<'_> {
         slots.retain(|start| *start != appointment.start);
         let url = format!(
             "{}/appointments/{}/reschedule",
-            self.seeder.settings.command_url, appointment.id
+            self.seeder.settings.platform.command_url, appointment.id
         );
         let http = self.seeder.client.http();
         let mut conflicts = 0;
@@ -463,7 +463,7 @@ impl AppointmentPhases<'_> {
         doctor: usize,
         start: &str,
     ) -> Result<Reply, RequestFailed> {
-        let url = format!("{}/appointments", self.seeder.settings.command_url);
+        let url = format!("{}/appointments", self.seeder.settings.platform.command_url);
         let body = json!({ "doctor_id": self.doctors[doctor].account_id(), "start": start });
         let http = self.seeder.client.http();
         self.seeder
@@ -487,7 +487,7 @@ impl AppointmentPhases<'_> {
     ) -> Result<Vec<String>, RequestFailed> {
         let url = format!(
             "{}/doctors/{}/slots?from={}&to={}",
-            self.seeder.settings.query_url,
+            self.seeder.settings.platform.query_url,
             self.doctors[doctor].account_id(),
             rfc3339(from),
             rfc3339(to)
@@ -546,7 +546,7 @@ async fn list_directory(
     seeder: &Seeder,
     session: &Session,
 ) -> Result<HashSet<String>, RequestFailed> {
-    let base = format!("{}/doctors?limit=100", seeder.settings.query_url);
+    let base = format!("{}/doctors?limit=100", seeder.settings.platform.query_url);
     let http = seeder.client.http();
     let mut listed = HashSet::new();
     let mut cursor: Option<String> = None;

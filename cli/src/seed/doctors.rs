@@ -172,7 +172,7 @@ async fn build_profile(
 ) -> Result<String, RequestFailed> {
     let client = &seeder.client;
     let http = client.http();
-    let command = &seeder.settings.command_url;
+    let command = &seeder.settings.platform.command_url;
 
     let body = json!({
         "display_name": profile.display_name,
@@ -233,7 +233,7 @@ async fn upload_license(
 ) -> Result<String, RequestFailed> {
     let client = &seeder.client;
     let http = client.http();
-    let command = &seeder.settings.command_url;
+    let command = &seeder.settings.platform.command_url;
 
     let url = format!("{command}/doctors/me/license-documents/uploads");
     let body = json!({ "content_type": "application/pdf", "size": license_pdf.len() });
@@ -330,7 +330,7 @@ async fn wait_for_queue(seeder: &Seeder, admin: &Session, doctors: &[SeededDocto
     let http = seeder.client.http();
     let base = format!(
         "{}/admin/doctors/verification-queue",
-        seeder.settings.query_url
+        seeder.settings.platform.query_url
     );
     while !waiting.is_empty() {
         let mut cursor: Option<String> = None;
@@ -390,7 +390,7 @@ async fn review(
     let http = client.http();
     let url = format!(
         "{}/admin/doctors/{}/license-documents/{}/download-url",
-        seeder.settings.query_url,
+        seeder.settings.platform.query_url,
         doctor.account_id(),
         doctor.document_id
     );
@@ -407,7 +407,7 @@ async fn review(
 
     let base = format!(
         "{}/admin/doctors/{}",
-        seeder.settings.command_url,
+        seeder.settings.platform.command_url,
         doctor.account_id()
     );
     if doctor.decision == Decision::Reject {
@@ -459,7 +459,7 @@ pub async fn suspend_some(
             let body = json!({ "reason": reasons[number % reasons.len()] });
             let url = format!(
                 "{}/admin/doctors/{}/suspension",
-                seeder.settings.command_url,
+                seeder.settings.platform.command_url,
                 doctors[position].account_id()
             );
             let outcome = seeder

@@ -20,6 +20,7 @@ mod report;
 
 use std::time::{Duration, Instant};
 
+use crate::platform::PlatformArgs;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 
@@ -34,32 +35,12 @@ pub use report::SeedReport;
 use client::Client;
 use progress::Progress;
 
-/// Settings of a seeding run: the platform's URLs, the admin and the amounts to seed.
+/// Settings of a seeding run: the platform, its admin and the amounts to seed.
 /// Not `Debug`, because it contains the admin's password.
 #[derive(Clone, clap::Args)]
 pub struct SeedSettings {
-    #[arg(
-        long,
-        env = "MEDFLOW_COMMAND_API_URL",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    pub command_url: String,
-    #[arg(
-        long,
-        env = "MEDFLOW_QUERY_API_URL",
-        default_value = "http://127.0.0.1:8081"
-    )]
-    pub query_url: String,
-    /// E-mail address of the admin that reviews and suspends the seeded doctors.
-    #[arg(
-        long,
-        env = "MEDFLOW_DEMO_ADMIN_EMAIL",
-        default_value = "admin@medflow.example"
-    )]
-    pub admin_email: String,
-    /// Password of that admin.
-    #[arg(long, env = "MEDFLOW_ADMIN_PASSWORD", hide_env_values = true)]
-    pub admin_password: String,
+    #[command(flatten)]
+    pub platform: PlatformArgs,
     /// Doctors to onboard. About 85 % are approved (a few of them suspended later),
     /// 5 % rejected and 10 % left waiting for review.
     #[arg(long, default_value_t = 200)]
@@ -131,11 +112,11 @@ pub async fn run(settings: SeedSettings) -> anyhow::Result<SeedReport> {
     let started = Instant::now();
     let progress = Progress::new(settings.progress);
     let client = Client::new(
-        &settings.command_url,
+        &settings.platform.command_url,
         usize::from(settings.concurrency),
         progress.clone(),
     )?;
-    for base in [&settings.command_url, &settings.query_url] {
+    for base in [&settings.platform.command_url, &settings.platform.query_url] {
         crate::http::check_ready(client.http(), base).await?;
     }
     let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
@@ -165,8 +146,8 @@ pub async fn run(settings: SeedSettings) -> anyhow::Result<SeedReport> {
     let admin = seeder
         .client
         .login(
-            &seeder.settings.admin_email,
-            &seeder.settings.admin_password,
+            &seeder.settings.platform.admin_email,
+            &seeder.settings.platform.admin_password,
         )
         .await
         .ok()
