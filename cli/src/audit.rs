@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand, ValueEnum};
 use medflow_infra::audit::checkpoint::Sealer;
 use medflow_infra::audit::fhir::{FhirFormat, FhirWriter};
+use medflow_infra::audit::records::AuditRecord;
 use medflow_infra::audit::replay::{self, Format, Replay, ReplayFilter};
 use medflow_infra::audit::retention;
 use medflow_infra::audit::signing::{CheckpointSigner, TrustedKeys};
@@ -312,11 +313,17 @@ enum Output {
     Fhir(FhirWriter),
 }
 
-/// Streams a replay to standard output, batch by batch.
+/// Decoded batches waiting for the output thread, at most. One is enough to keep both
+/// sides busy, and each more costs about 2 MB of peak memory when the output is slower.
+const BATCHES_IN_FLIGHT: usize = 1;
+
+/// Streams a replay to standard output, batch by batch. The database side (fetching and
+/// decoding rows) and the output side (encoding and writing) run on different threads,
+/// so a replay uses two cores when it has them.
 async fn stream(
     connection: Connection,
     filter: ReplayFilter,
-    mut output: Output,
+    output: Output,
 ) -> anyhow::Result<()> {
     let pool = medflow_infra::db::pg_pool(&connection.database_url, 2)?;
     // Client addresses are opened when the master keys are at hand, and left out
@@ -328,31 +335,60 @@ async fn stream(
     record_replay(&pool, &filter, &output).await?;
     let client = pool.get().await?;
     let mut replay = Replay::start(&client, &filter).await?;
+    let (batches, received) = std::sync::mpsc::sync_channel(BATCHES_IN_FLIGHT);
+    let writer = std::thread::spawn(move || write_output(output, received));
+    let read = async {
+        loop {
+            let mut batch = replay.next_batch(&client).await?;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            if let Some(keys) = &keys {
+                replay::open_client_addresses(keys, &mut batch).await;
+            }
+            if batches.send(batch).is_err() {
+                // The writer stopped on an error, which its result reports.
+                return Ok(());
+            }
+        }
+    };
+    let read: anyhow::Result<()> = read.await;
+    // Closing the channel ends the writer's loop after the last batch.
+    drop(batches);
+    let written = writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the output thread panicked"))?;
+    read?;
+    written?;
+    replay.finish(&client).await?;
+    Ok(())
+}
+
+/// Encodes the batches it receives and writes them to standard output, with the
+/// format's header and footer around them.
+fn write_output(
+    mut output: Output,
+    batches: std::sync::mpsc::Receiver<Vec<AuditRecord>>,
+) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
     match &output {
         Output::Records(format) => out.write_all(&format.header()?)?,
         Output::Fhir(writer) => out.write_all(&writer.header())?,
     }
-    loop {
-        let mut batch = replay.next_batch(&client).await?;
-        if batch.is_empty() {
-            break;
+    let mut bytes = Vec::new();
+    for batch in batches {
+        bytes.clear();
+        match &mut output {
+            Output::Records(format) => format.encode_into(&batch, &mut bytes)?,
+            Output::Fhir(writer) => bytes = writer.encode(&batch)?,
         }
-        if let Some(keys) = &keys {
-            replay::open_client_addresses(keys, &mut batch).await;
-        }
-        let bytes = match &mut output {
-            Output::Records(format) => format.encode(&batch)?,
-            Output::Fhir(writer) => writer.encode(&batch)?,
-        };
         out.write_all(&bytes)?;
     }
     if let Output::Fhir(writer) = &output {
         out.write_all(&writer.footer())?;
     }
     out.flush()?;
-    replay.finish(&client).await?;
     Ok(())
 }
 

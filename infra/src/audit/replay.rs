@@ -477,11 +477,18 @@ impl Format {
 
     /// One batch of records in this format.
     pub fn encode(self, batch: &[AuditRecord]) -> anyhow::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(batch.len() * 256);
+        self.encode_into(batch, &mut out)?;
+        Ok(out)
+    }
+
+    /// Appends one batch of records in this format to `out`, so that a caller can reuse
+    /// one buffer for every batch.
+    pub fn encode_into(self, batch: &[AuditRecord], out: &mut Vec<u8>) -> anyhow::Result<()> {
         match self {
             Format::JsonLines => {
-                let mut out = Vec::with_capacity(batch.len() * 256);
                 for record in batch {
-                    serde_json::to_writer(&mut out, record)?;
+                    serde_json::to_writer(&mut *out, record)?;
                     if let AuditRecord::Event(EventRecord {
                         payload_text: Some(text),
                         ..
@@ -495,16 +502,16 @@ impl Format {
                     }
                     out.push(b'\n');
                 }
-                Ok(out)
             }
             Format::Csv => {
-                let mut writer = csv::Writer::from_writer(Vec::with_capacity(batch.len() * 256));
+                let mut writer = csv::Writer::from_writer(&mut *out);
                 for record in batch {
                     writer.write_record(record.csv_row())?;
                 }
-                Ok(writer.into_inner()?)
+                writer.flush()?;
             }
         }
+        Ok(())
     }
 }
 
