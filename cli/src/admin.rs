@@ -58,6 +58,50 @@ pub async fn rotate_keys() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Data keys unwrapped per master key id by `medflow keys check`.
+const CHECKED_PER_MASTER_KEY: i64 = 20;
+
+/// `medflow keys check`: unwraps a sample of the stored data keys with the configured
+/// master keys and reports on each master key id. Exits with 1 when any fails.
+pub async fn check_master_keys() -> anyhow::Result<std::process::ExitCode> {
+    let settings = command_settings()?;
+    let (state, _) = AppState::build(&settings, clock::system_clock()).await?;
+    let checks = state.keys.check_master_keys(CHECKED_PER_MASTER_KEY).await?;
+    if checks.is_empty() {
+        println!("no data keys stored yet; nothing to check");
+    }
+    for check in &checks {
+        let id = &check.master_key_id;
+        if !check.configured {
+            println!(
+                "master key '{id}': NOT in MEDFLOW_MASTER_KEYS, which cannot open its {} data keys",
+                check.data_keys
+            );
+        } else if check.failed > 0 {
+            println!(
+                "master key '{id}': {} of {} sampled data keys failed to unwrap ({} in all); \
+                 MEDFLOW_MASTER_KEYS has a different key under this id",
+                check.failed, check.sampled, check.data_keys
+            );
+        } else {
+            println!(
+                "master key '{id}': ok, {} of {} data keys unwrapped",
+                check.sampled, check.data_keys
+            );
+        }
+    }
+    if checks.iter().all(|check| check.is_ok()) {
+        Ok(std::process::ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "error: the database's personal data was sealed under other master keys; every read \
+             of it would fail. Use the MEDFLOW_MASTER_KEYS it was set up with, or start over \
+             with an empty database"
+        );
+        Ok(std::process::ExitCode::FAILURE)
+    }
+}
+
 /// `medflow keys destroy`: crypto-shreds one person's personal data.
 pub async fn destroy_subject_keys(subject: uuid::Uuid) -> anyhow::Result<()> {
     let settings = command_settings()?;

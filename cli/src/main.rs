@@ -72,6 +72,10 @@ enum KeysAction {
     /// Re-wraps every data key under the first key of MEDFLOW_MASTER_KEYS, after which
     /// the older master keys can be removed from the environment.
     Rotate,
+    /// Checks that MEDFLOW_MASTER_KEYS opens the data keys in the database: unwraps the
+    /// newest few of every master key id in use. Exits with 1 when one fails, which
+    /// means the database was set up with other master keys.
+    Check,
     /// Destroys a person's data keys, making their sealed personal data unreadable
     /// everywhere (event log, Kafka, read models) without rewriting the log, and
     /// revokes their sessions. Irreversible.
@@ -117,6 +121,9 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Keys {
             action: KeysAction::Destroy { subject },
         } => admin::destroy_subject_keys(subject).await,
+        Command::Keys {
+            action: KeysAction::Check,
+        } => return admin::check_master_keys().await,
         Command::Demo(settings) => demo::run(settings).await,
     };
     outcome.map(|()| std::process::ExitCode::SUCCESS)

@@ -103,3 +103,57 @@ async fn destroyed_data_key_erases_personal_data() {
     // Its sessions were revoked too.
     expect_problem(fresh.me(&login.token, None).await, StatusCode::UNAUTHORIZED).await;
 }
+
+/// Runs `medflow keys check` with `master_keys` in place of the environment's; returns
+/// whether it succeeded and its standard output.
+fn keys_check(env: &TestEnv, master_keys: &str) -> (bool, String) {
+    let mut command = std::process::Command::new(medflow_tests::process::binary("medflow"));
+    command.args(["keys", "check"]);
+    for (key, value) in env.env_vars() {
+        command.env(key, value);
+    }
+    command.env("MEDFLOW_MASTER_KEYS", master_keys);
+    let output = command.output().expect("medflow runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn keys_check_detects_foreign_master_keys() {
+    let env = TestEnv::new().await;
+    let (ok, report) = keys_check(&env, &env.master_keys);
+    assert!(ok, "{report}");
+    assert!(report.contains("no data keys stored yet"), "{report}");
+
+    let api = env.start_spine().await;
+    for name in ["Key One", "Key Two"] {
+        api.register_ok("patient", &unique_email("keys-check"), name)
+            .await;
+    }
+    let (ok, report) = keys_check(&env, &env.master_keys);
+    assert!(ok, "{report}");
+    assert!(
+        report.contains("master key 'test1': ok, 2 of 2 data keys unwrapped"),
+        "{report}"
+    );
+
+    // Another deployment's key under the same id: every unwrap fails.
+    let foreign = format!("test1:{}", STANDARD.encode([7u8; 32]));
+    let (ok, report) = keys_check(&env, &foreign);
+    assert!(!ok, "{report}");
+    assert!(
+        report.contains("master key 'test1': 2 of 2 sampled data keys failed to unwrap"),
+        "{report}"
+    );
+
+    // A key list without the id the data keys name.
+    let other_id = format!("test9:{}", STANDARD.encode([7u8; 32]));
+    let (ok, report) = keys_check(&env, &other_id);
+    assert!(!ok, "{report}");
+    assert!(
+        report.contains("master key 'test1': NOT in MEDFLOW_MASTER_KEYS"),
+        "{report}"
+    );
+}

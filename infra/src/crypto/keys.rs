@@ -334,6 +334,78 @@ impl KeyRing {
     }
 }
 
+/// Result of [`KeyRing::check_master_keys`] for one master key id in the key store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MasterKeyCheck {
+    pub master_key_id: String,
+    /// Live data keys wrapped by this master key.
+    pub data_keys: i64,
+    /// Data keys tried, the newest first.
+    pub sampled: u64,
+    /// Sampled data keys that failed to unwrap.
+    pub failed: u64,
+    /// Whether MEDFLOW_MASTER_KEYS contains a key with this id at all.
+    pub configured: bool,
+}
+
+impl MasterKeyCheck {
+    pub fn is_ok(&self) -> bool {
+        self.configured && self.failed == 0
+    }
+}
+
+impl KeyRing {
+    /// Unwraps up to `per_master_key` of the newest live data keys of every master key id
+    /// in the key store. A failure means the configured master keys are not the ones the
+    /// data keys were wrapped with (another deployment's keys, or a key removed too soon),
+    /// and every read of that data would fail.
+    pub async fn check_master_keys(
+        &self,
+        per_master_key: i64,
+    ) -> Result<Vec<MasterKeyCheck>, CryptoError> {
+        let client = self.pool.get().await?;
+        let counts = client
+            .query(
+                "SELECT master_key_id, count(*) FROM data_keys WHERE destroyed_at IS NULL
+                 GROUP BY master_key_id ORDER BY master_key_id",
+                &[],
+            )
+            .await?;
+        let mut checks = Vec::new();
+        for row in counts {
+            let master_key_id: String = row.get(0);
+            let samples = client
+                .query(
+                    "SELECT key_id, wrapped_key FROM data_keys
+                     WHERE destroyed_at IS NULL AND master_key_id = $1
+                     ORDER BY created_at DESC LIMIT $2",
+                    &[&master_key_id, &per_master_key],
+                )
+                .await?;
+            let mut check = MasterKeyCheck {
+                configured: self.masters.keys.contains_key(&master_key_id),
+                master_key_id,
+                data_keys: row.get(1),
+                sampled: 0,
+                failed: 0,
+            };
+            for sample in samples {
+                let wrapped: Vec<u8> = sample.get(1);
+                check.sampled += 1;
+                if self
+                    .masters
+                    .unwrap(sample.get(0), &check.master_key_id, &wrapped)
+                    .is_err()
+                {
+                    check.failed += 1;
+                }
+            }
+            checks.push(check);
+        }
+        Ok(checks)
+    }
+}
+
 impl KeyRing {
     /// Destroys every data key of `subject` (crypto-shredding): their sealed values in the
     /// immutable log can no longer be opened. Returns how many keys were destroyed.
