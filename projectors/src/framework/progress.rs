@@ -22,6 +22,8 @@ pub struct Sample {
 
 #[derive(Debug, Default)]
 struct State {
+    /// When the consumer started, while it has not joined its group yet.
+    joining_since: Option<Instant>,
     last: Option<Sample>,
     /// Start of the current stall: behind, with no commit since.
     stalled_since: Option<Instant>,
@@ -34,6 +36,29 @@ pub struct ProgressBoard {
 }
 
 impl ProgressBoard {
+    /// Records that a consumer started at `now` and has not joined its group yet.
+    pub fn starting(&self, projection: &'static str, now: Instant) {
+        self.lock().entry(projection).or_default().joining_since = Some(now);
+    }
+
+    /// Records that the group coordinator assigned the consumer its partitions (possibly
+    /// none, when the group has more members than partitions).
+    pub fn joined(&self, projection: &'static str) {
+        self.lock().entry(projection).or_default().joining_since = None;
+    }
+
+    /// Returns the consumers that have not joined their group yet, with the time since
+    /// they started.
+    pub fn joining(&self, now: Instant) -> Vec<(&'static str, Duration)> {
+        self.lock()
+            .iter()
+            .filter_map(|(name, state)| {
+                let since = state.joining_since?;
+                Some((*name, now.saturating_duration_since(since)))
+            })
+            .collect()
+    }
+
     /// Records a measurement taken at `now` and returns how long the consumer has been
     /// stalled (zero when it is not).
     pub fn record(&self, projection: &'static str, sample: Sample, now: Instant) -> Duration {
@@ -67,25 +92,31 @@ impl ProgressBoard {
             .collect()
     }
 
-    /// Builds a readiness check that fails while any consumer has been stalled for longer
-    /// than `limit`, naming each one.
+    /// Builds a readiness check that fails while any consumer has not joined its group
+    /// yet, or has been stalled for longer than `limit`, naming each one.
     pub fn readiness_check(&self, limit: Duration) -> medflow_infra::web::health::Check {
         let board = self.clone();
         Arc::new(move || {
-            let stalled = board.stalled(limit, Instant::now());
+            let now = Instant::now();
+            let joining = board.joining(now);
+            let stalled = board.stalled(limit, now);
             Box::pin(async move {
-                if stalled.is_empty() {
+                if joining.is_empty() && stalled.is_empty() {
                     return Ok(());
                 }
-                let described: Vec<String> = stalled
-                    .iter()
-                    .map(|(name, stalled, lag)| {
-                        format!(
-                            "{name} is {lag} messages behind and has committed nothing for {} s",
-                            stalled.as_secs()
-                        )
-                    })
-                    .collect();
+                let joining = joining.iter().map(|(name, waited)| {
+                    format!(
+                        "{name} has not joined its consumer group yet (started {} s ago)",
+                        waited.as_secs()
+                    )
+                });
+                let stalled = stalled.iter().map(|(name, stalled, lag)| {
+                    format!(
+                        "{name} is {lag} messages behind and has committed nothing for {} s",
+                        stalled.as_secs()
+                    )
+                });
+                let described: Vec<String> = joining.chain(stalled).collect();
                 Err(described.join("; "))
             }) as BoxFuture<'static, Result<(), String>>
         })
@@ -160,6 +191,20 @@ mod tests {
         assert!(board
             .stalled(Duration::ZERO, start + Duration::from_secs(2000))
             .is_empty());
+    }
+
+    #[tokio::test]
+    async fn readiness_waits_for_group_join() {
+        let board = ProgressBoard::default();
+        board.starting("reminders", Instant::now());
+        let check = board.readiness_check(Duration::from_secs(120));
+        let error = check().await.unwrap_err();
+        assert!(
+            error.starts_with("reminders has not joined its consumer group yet"),
+            "{error}"
+        );
+        board.joined("reminders");
+        assert!(check().await.is_ok());
     }
 
     #[tokio::test]

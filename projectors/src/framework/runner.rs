@@ -7,13 +7,14 @@ use deadpool_postgres::Pool;
 use medflow_infra::config::KafkaSettings;
 use medflow_infra::events::StoredEvent;
 use medflow_infra::kafka;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::ClientContext;
 use rdkafka::Offset;
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::ProjectorMetrics;
-use super::progress::Sample;
+use super::progress::{ProgressBoard, Sample};
 use super::{apply_event, Applied, Projection};
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -36,14 +37,21 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let name = projection.name();
     metrics.export_zero(name);
+    metrics.progress.starting(name, Instant::now());
     let topics: Vec<String> = projection
         .aggregate_types()
         .iter()
         .map(|aggregate_type| kafka::topic_for(&settings, aggregate_type))
         .collect();
     wait_for_topics(&settings, &topics, &shutdown).await;
-    let consumer: Arc<StreamConsumer> =
-        Arc::new(kafka::consumer_config(&settings, &group_id(&settings, name)).create()?);
+    let context = GroupContext {
+        projection: name,
+        progress: metrics.progress.clone(),
+    };
+    let consumer: Arc<StreamConsumer<GroupContext>> = Arc::new(
+        kafka::consumer_config(&settings, &group_id(&settings, name))
+            .create_with_context(context)?,
+    );
     let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topic_refs)?;
     tracing::info!(projection = name, topics = ?topics, "projector started");
@@ -164,8 +172,29 @@ async fn wait_for_topics(
     }
 }
 
+/// Consumer context that marks the consumer as joined on its first assignment.
+struct GroupContext {
+    projection: &'static str,
+    progress: ProgressBoard,
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(partitions) = rebalance {
+            tracing::info!(
+                projection = self.projection,
+                partitions = partitions.count(),
+                "consumer group joined"
+            );
+            self.progress.joined(self.projection);
+        }
+    }
+}
+
 async fn report_lag(
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<StreamConsumer<GroupContext>>,
     name: &'static str,
     metrics: ProjectorMetrics,
     shutdown: CancellationToken,
@@ -220,7 +249,7 @@ struct PartitionLag {
     behind: i64,
 }
 
-fn partition_lags(consumer: &StreamConsumer) -> anyhow::Result<Vec<PartitionLag>> {
+fn partition_lags(consumer: &StreamConsumer<GroupContext>) -> anyhow::Result<Vec<PartitionLag>> {
     let assignment = consumer.assignment()?;
     let committed = consumer.committed_offsets(assignment, Duration::from_secs(2))?;
     let mut lags = Vec::new();
