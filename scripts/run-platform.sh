@@ -64,6 +64,14 @@ if [[ -z ${MEDFLOW_ADMIN_PASSWORD:-} ]]; then
 fi
 
 "$bin/medflow" migrate
+# PostgreSQL is the machine's server, shared by every checkout: a database filled by
+# another checkout holds data keys wrapped under that checkout's master keys.
+if ! key_report=$("$bin/medflow" keys check 2>&1); then
+  printf '%s\n' "$key_report" >&2
+  log "database medflow holds personal data sealed under master keys other than those in .stack/secrets.env, probably by another checkout of MedFlow on this machine"
+  log "run 'target/debug/medflow stack down --purge' to drop that database (and this checkout's stack data), then run this script again"
+  exit 1
+fi
 
 scripts/stop-platform.sh --quiet
 run_dir="$root/.stack/platform"
@@ -75,9 +83,10 @@ start() {
   echo $! > "$run_dir/$name.pid"
   log "started $name (pid $!, log $run_dir/$name.log)"
 }
+# Waits up to 60 s: the consumers are ready only once they have joined their groups.
 wait_ready() {
   local url=$1
-  for _ in $(seq 1 100); do
+  for _ in $(seq 1 300); do
     if curl -fsS "$url" > /dev/null 2>&1; then
       return 0
     fi
@@ -154,9 +163,18 @@ if [[ -n $exit_after ]]; then
   scripts/stop-platform.sh
   exit 0
 fi
-log "the platform keeps running; press Ctrl-C to stop the services (the stack stays up)"
-trap 'scripts/stop-platform.sh; exit 0' INT TERM
+log "the platform keeps running; press Ctrl-C (or run scripts/stop-platform.sh) to stop the services; the stack stays up"
+sleeper=
+trap '[[ -n $sleeper ]] && kill "$sleeper" 2>/dev/null; scripts/stop-platform.sh; exit 0' INT TERM
+# Ends once scripts/stop-platform.sh, run from elsewhere, has removed every pid file.
+shopt -s nullglob
 while true; do
-  sleep 3600 &
-  wait $! || true
+  sleep 5 &
+  sleeper=$!
+  wait "$sleeper" || true
+  pid_files=("$run_dir"/*.pid)
+  if ((${#pid_files[@]} == 0)); then
+    log "the services were stopped; exiting"
+    exit 0
+  fi
 done
