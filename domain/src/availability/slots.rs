@@ -15,7 +15,7 @@
 //! has ended after one real hour. A 00:30–02:30 window on the night it falls back
 //! (2023-11-05) offers 00:30, 01:00 and 01:30 EDT and then 02:00 EST.
 
-use chrono::{DateTime, Datelike, Days, NaiveDate, NaiveDateTime, TimeDelta, Utc};
+use chrono::{DateTime, Datelike, Days, NaiveDate, NaiveDateTime, SecondsFormat, TimeDelta, Utc};
 use serde::Serialize;
 
 use super::rules::{check_timing, describe_duration};
@@ -177,8 +177,8 @@ fn validate_range(
             "to",
             format!(
                 "{} is not after from {}; request a range whose end is later than its start",
-                to.to_rfc3339(),
-                from.to_rfc3339()
+                to.to_rfc3339_opts(SecondsFormat::Secs, true),
+                from.to_rfc3339_opts(SecondsFormat::Secs, true)
             ),
         ));
     }
@@ -188,8 +188,8 @@ fn validate_range(
             format!(
                 "the range from {} to {} is longer than the booking horizon of {}; \
                  request at most {} at a time",
-                from.to_rfc3339(),
-                to.to_rfc3339(),
+                from.to_rfc3339_opts(SecondsFormat::Secs, true),
+                to.to_rfc3339_opts(SecondsFormat::Secs, true),
                 describe_duration(policy.horizon()),
                 describe_duration(policy.horizon()),
             ),

@@ -90,7 +90,7 @@ fn parse_instant(field: &str, raw: &str) -> Result<DateTime<Utc>, FieldError> {
             FieldError::new(
                 field,
                 format!(
-                    "'{}' is not an RFC 3339 timestamp; use a form such as 2023-03-10T14:00:00Z",
+                    "'{}' is not an RFC 3339 date-time; use a form such as 2023-03-10T14:00:00Z",
                     truncate(raw, 40)
                 ),
             )
