@@ -29,18 +29,10 @@ pub struct Fixtures {
 
 /// Weekly windows `(weekday, start, end)` on all seven days.
 pub fn every_day(start: &str, end: &str) -> Vec<RawWindow> {
-    [
-        "monday",
-        "tuesday",
-        "wednesday",
-        "thursday",
-        "friday",
-        "saturday",
-        "sunday",
-    ]
-    .iter()
-    .map(|day| RawWindow::new(day, start, end))
-    .collect()
+    medflow_domain::availability::WEEKDAY_NAMES
+        .iter()
+        .map(|day| RawWindow::new(day, start, end))
+        .collect()
 }
 
 fn metadata() -> EventMetadata {

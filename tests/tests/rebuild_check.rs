@@ -112,18 +112,10 @@ async fn run_flow(clinic: &Clinic) -> Flow {
         .await;
     expect_json(response, StatusCode::OK).await;
     attach_license(clinic, &doctor).await;
-    let windows: Vec<Value> = [
-        "monday",
-        "tuesday",
-        "wednesday",
-        "thursday",
-        "friday",
-        "saturday",
-        "sunday",
-    ]
-    .iter()
-    .map(|day| json!({ "weekday": day, "start": "08:00", "end": "20:00" }))
-    .collect();
+    let windows: Vec<Value> = medflow_domain::availability::WEEKDAY_NAMES
+        .iter()
+        .map(|day| json!({ "weekday": day, "start": "08:00", "end": "20:00" }))
+        .collect();
     let response = clinic
         .put(
             &doctor.token,

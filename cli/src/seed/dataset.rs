@@ -285,15 +285,7 @@ pub fn doctor_profile(
 }
 
 /// Weekday names as the availability API spells them, Monday first.
-pub const WEEKDAYS: [&str; 7] = [
-    "monday",
-    "tuesday",
-    "wednesday",
-    "thursday",
-    "friday",
-    "saturday",
-    "sunday",
-];
+pub use medflow_domain::availability::WEEKDAY_NAMES as WEEKDAYS;
 
 /// Picks one of several weekly patterns. Daytime patterns move by up to an hour either
 /// way in half-hour steps; the night pattern has windows that run past midnight.

@@ -24,7 +24,9 @@ mod equivalence_tests;
 mod test_support;
 
 pub use rules::{BookingPolicy, SlotRejection};
-pub use schedule::{DoctorSchedule, RawWindow, WeeklyAvailability, MAX_WEEKLY_WINDOWS};
+pub use schedule::{
+    DoctorSchedule, RawWindow, WeeklyAvailability, MAX_WEEKLY_WINDOWS, WEEKDAY_NAMES,
+};
 pub use slots::{slot_length, Slot, SlotList, SLOT_MINUTES};
 pub use time_range::{bookings_overlapping, TimeRange};
 pub use window::AvailabilityWindow;

@@ -124,6 +124,17 @@ pub struct DoctorSchedule {
     pub time_off: Vec<TimeRange>,
 }
 
+/// Weekday names as the API spells them, Monday first.
+pub const WEEKDAY_NAMES: [&str; 7] = [
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+];
+
 /// Parses a full lower-case English weekday name. chrono's parser would also accept
 /// abbreviations and any case, but one spelling keeps stored schedules uniform.
 fn parse_weekday(field: &str, raw: &str) -> Result<Weekday, FieldError> {
@@ -145,15 +156,7 @@ fn parse_weekday(field: &str, raw: &str) -> Result<Weekday, FieldError> {
 }
 
 fn weekday_name(weekday: Weekday) -> &'static str {
-    match weekday {
-        Weekday::Mon => "monday",
-        Weekday::Tue => "tuesday",
-        Weekday::Wed => "wednesday",
-        Weekday::Thu => "thursday",
-        Weekday::Fri => "friday",
-        Weekday::Sat => "saturday",
-        Weekday::Sun => "sunday",
-    }
+    WEEKDAY_NAMES[weekday.num_days_from_monday() as usize]
 }
 
 /// Rejects the first window that overlaps an earlier one in the list. Windows are
@@ -294,15 +297,7 @@ mod tests {
     #[test]
     fn week_of_half_hour_windows_fits() {
         let mut raw = Vec::new();
-        for weekday in [
-            "monday",
-            "tuesday",
-            "wednesday",
-            "thursday",
-            "friday",
-            "saturday",
-            "sunday",
-        ] {
+        for weekday in WEEKDAY_NAMES {
             for half_hour in 0..48 {
                 let start = format!("{:02}:{:02}", half_hour / 2, half_hour % 2 * 30);
                 let end_minutes = (half_hour + 1) * 30;

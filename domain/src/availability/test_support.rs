@@ -4,15 +4,7 @@ use chrono::{DateTime, Utc};
 
 use super::{DoctorSchedule, DoctorTimeZone, RawWindow, WeeklyAvailability};
 
-pub(super) const WEEKDAYS: [&str; 7] = [
-    "monday",
-    "tuesday",
-    "wednesday",
-    "thursday",
-    "friday",
-    "saturday",
-    "sunday",
-];
+pub(super) use super::WEEKDAY_NAMES as WEEKDAYS;
 
 pub(super) fn utc(raw: &str) -> DateTime<Utc> {
     raw.parse()
