@@ -65,7 +65,7 @@ fi
 
 "$bin/medflow" migrate
 # PostgreSQL is the machine's server, shared by every checkout: a database filled by
-# another checkout holds data keys wrapped under that checkout's master keys.
+# another checkout contains data keys wrapped under that checkout's master keys.
 if ! key_report=$("$bin/medflow" keys check 2>&1); then
   printf '%s\n' "$key_report" >&2
   log "database medflow holds personal data sealed under master keys other than those in .stack/secrets.env, probably by another checkout of MedFlow on this machine"

@@ -1,5 +1,5 @@
-//! Where a running platform is and which admin acts on it: the arguments that
-//! `medflow seed` and `medflow demo` share.
+//! Arguments that `medflow seed` and `medflow demo` share: the running platform's API
+//! URLs and the admin that acts on it.
 
 /// Base URLs of the two APIs and the admin's credentials. Not `Debug`, because it
 /// contains the admin's password.

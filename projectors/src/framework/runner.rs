@@ -214,7 +214,10 @@ async fn report_lag(
                 );
                 None
             }
-            Err(_) => None,
+            Err(error) => {
+                tracing::warn!(projection = name, %error, "lag measurement task failed");
+                None
+            }
         };
         if let Some(lags) = lags {
             let mut sample = Sample {
