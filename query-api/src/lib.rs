@@ -5,7 +5,9 @@
 pub mod configuration;
 pub mod consistency;
 pub mod cursor;
+pub mod directory_cache;
 pub mod doctor_cache;
+pub mod listener;
 pub mod notifications;
 pub mod openapi;
 pub mod query_params;

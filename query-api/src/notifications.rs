@@ -1,22 +1,16 @@
 //! Real-time fan-out of in-app notifications. The database announces every new
-//! notification on the `notifications` channel (a trigger on the table). One listening
-//! connection per query API process turns those announcements into a broadcast that
-//! each Server-Sent Events stream filters down to its own recipient.
+//! notification on the `notifications` channel (a trigger on the table). The query
+//! API's database listener turns those announcements into a broadcast that each
+//! Server-Sent Events stream filters down to its own recipient.
 
-use std::str::FromStr;
-use std::time::Duration;
-
-use futures::StreamExt;
-use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::broadcast;
-use tokio_postgres::AsyncMessage;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+use crate::listener::Subscriber;
 
 /// Announcements buffered per subscriber; a subscriber that falls further behind skips
 /// ahead, and its stream sends the client a `resync` event to list what it missed.
 const CHANNEL_CAPACITY: usize = 1024;
-const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 
 /// A new notification for `recipient`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,55 +36,17 @@ impl NotificationHub {
     pub fn subscribe(&self) -> broadcast::Receiver<Announcement> {
         self.sender.subscribe()
     }
-
-    /// Listens on the `notifications` channel until `shutdown` is cancelled, and
-    /// reconnects after a lost connection.
-    pub fn spawn_listener(&self, url: SecretString, shutdown: CancellationToken) {
-        let sender = self.sender.clone();
-        tokio::spawn(async move {
-            while !shutdown.is_cancelled() {
-                if let Err(error) = listen(&url, &sender, &shutdown).await {
-                    tracing::warn!(error = %format!("{error:#}"), "notification listener lost its connection; reconnecting");
-                }
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(RECONNECT_DELAY) => {}
-                }
-            }
-        });
-    }
 }
 
-async fn listen(
-    url: &SecretString,
-    sender: &broadcast::Sender<Announcement>,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<()> {
-    let config = tokio_postgres::Config::from_str(url.expose_secret())?;
-    let (client, mut connection) = config.connect(tokio_postgres::NoTls).await?;
-    let mut messages = futures::stream::poll_fn(move |context| connection.poll_message(context));
-    // The LISTEN only completes while the connection is polled, so both run together.
-    let mut listen = std::pin::pin!(client.batch_execute("LISTEN notifications"));
-    let mut listening = false;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            result = &mut listen, if !listening => {
-                result?;
-                listening = true;
-                tracing::info!("listening for new notifications");
-            }
-            message = messages.next() => match message {
-                Some(Ok(AsyncMessage::Notification(notification))) => {
-                    if let Some(announcement) = parse(notification.payload()) {
-                        // A send error only means that no stream is open.
-                        let _ = sender.send(announcement);
-                    }
-                }
-                Some(Ok(_)) => {}
-                Some(Err(error)) => return Err(error.into()),
-                None => anyhow::bail!("the listening connection closed"),
-            },
+impl Subscriber for NotificationHub {
+    fn channel(&self) -> &'static str {
+        "notifications"
+    }
+
+    fn notify(&self, payload: &str) {
+        if let Some(announcement) = parse(payload) {
+            // A send error only means that no stream is open.
+            let _ = self.sender.send(announcement);
         }
     }
 }

@@ -23,6 +23,7 @@ use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::doctor_cache::DoctorCache;
+use crate::listener;
 use crate::notifications::NotificationHub;
 use crate::openapi::ApiDoc;
 use crate::state::{AppState, SharedState};
@@ -63,12 +64,18 @@ impl Application {
                 .trusted_keys()
                 .map_err(|reason| anyhow::anyhow!("MEDFLOW_AUDIT_PUBLIC_KEYS: {reason}"))?,
             doctor_cache: DoctorCache::default(),
+            directory_cache: Arc::default(),
             notifications: NotificationHub::default(),
         });
         let shutdown = CancellationToken::new();
-        state
-            .notifications
-            .spawn_listener(settings.database.url.clone(), shutdown.clone());
+        listener::spawn(
+            settings.database.url.clone(),
+            vec![
+                Arc::new(state.notifications.clone()),
+                Arc::clone(&state.directory_cache) as Arc<dyn listener::Subscriber>,
+            ],
+            shutdown.clone(),
+        );
 
         let registry = prometheus::Registry::new();
         let http_metrics = metrics::http_metrics("medflow_query_api", registry)?;

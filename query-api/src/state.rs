@@ -8,6 +8,7 @@ use medflow_infra::clock::SharedClock;
 use medflow_infra::crypto::keys::KeyRing;
 use medflow_infra::object_store::ObjectStore;
 
+use crate::directory_cache::DirectoryCache;
 use crate::doctor_cache::DoctorCache;
 use crate::notifications::NotificationHub;
 
@@ -22,6 +23,7 @@ pub struct AppState {
     /// Public keys that verify audit checkpoints; empty when none is configured.
     pub audit_keys: TrustedKeys,
     pub doctor_cache: DoctorCache,
+    pub directory_cache: Arc<DirectoryCache>,
     pub notifications: NotificationHub,
 }
 

@@ -929,3 +929,107 @@ async fn read_models_show_bookings() {
     assert_eq!(overview["by_status"]["booked"], 2);
     assert_eq!(overview["doctors"], 1);
 }
+
+/// Returns the directory's next free slot of `doctor`, or `None` until the doctor is
+/// listed with one.
+async fn directory_next_slot(
+    clinic: &Clinic,
+    token: &str,
+    doctor: AccountId,
+) -> Option<DateTime<Utc>> {
+    let page: Value = clinic
+        .api
+        .query_get(token, "/doctors?limit=100")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let entry = page["doctors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|entry| entry["doctor_id"] == doctor.to_string())?;
+    entry["next_available_slot"]["start"].as_str().map(instant)
+}
+
+/// Waits until the directory shows `expected` as the doctor's next free slot. Pages are
+/// kept for up to 30 s, so a missed change would outlast the 5 s allowed here.
+async fn expect_directory_next_slot(
+    clinic: &Clinic,
+    token: &str,
+    doctor: AccountId,
+    expected: DateTime<Utc>,
+) {
+    medflow_tests::wait::eventually(
+        Duration::from_secs(5),
+        &format!("the directory to show the next slot at {expected}"),
+        || async {
+            (directory_next_slot(clinic, token, doctor).await == Some(expected)).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn directory_next_slot_follows_changes() {
+    // With a minimum notice of one hour, the 09:00 slot stays bookable for 10 seconds.
+    let start = instant("2030-01-07T07:59:50Z");
+    let (clinic, clock) = Clinic::start_at(start).await;
+    let (doctor, doctor_token, _) = clinic
+        .fixtures
+        .verified_doctor("UTC", &every_day("09:00", "17:00"))
+        .await;
+    let (_, token) = clinic.fixtures.patient().await;
+    medflow_tests::wait::eventually(
+        Duration::from_secs(30),
+        "the doctor in the directory",
+        || directory_next_slot(&clinic, &token, doctor),
+    )
+    .await;
+    let nine = instant("2030-01-07T09:00:00Z");
+    assert_eq!(
+        directory_next_slot(&clinic, &token, doctor).await,
+        Some(nine)
+    );
+    assert_eq!(
+        directory_next_slot(&clinic, &token, doctor).await,
+        Some(nine)
+    );
+
+    // The minimum notice reaches the 09:00 slot.
+    clock.advance(Duration::from_secs(15));
+    let half_past_nine = instant("2030-01-07T09:30:00Z");
+    assert_eq!(
+        directory_next_slot(&clinic, &token, doctor).await,
+        Some(half_past_nine)
+    );
+
+    // A booking takes it.
+    let booked = clinic.book_ok(&token, doctor, half_past_nine).await;
+    clinic.appointment(&token, &booked).await;
+    expect_directory_next_slot(&clinic, &token, doctor, instant("2030-01-07T10:00:00Z")).await;
+
+    // Time off covers the next hour.
+    let response = clinic
+        .api
+        .command_post(
+            &doctor_token,
+            "/doctors/me/time-off",
+            json!({ "start": "2030-01-07T10:00:00Z", "end": "2030-01-07T11:00:00Z" }),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    expect_directory_next_slot(&clinic, &token, doctor, instant("2030-01-07T11:00:00Z")).await;
+
+    // A cancellation frees the booked slot again.
+    let path = format!(
+        "/appointments/{}/cancellation",
+        booked["appointment_id"].as_str().unwrap()
+    );
+    let response = clinic
+        .api
+        .command_post(&token, &path, json!({ "reason": "plans changed" }))
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    expect_directory_next_slot(&clinic, &token, doctor, half_past_nine).await;
+}

@@ -3,9 +3,11 @@
 
 use std::sync::Arc;
 
+use actix_web::http::header::ContentType;
+use actix_web::web::Bytes;
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
-use medflow_domain::availability::{RawWindow, Slot, SlotList};
+use medflow_domain::availability::{BookingPolicy, RawWindow, Slot, SlotList};
 use medflow_domain::doctor::{Language, LicenseDocument, Specialty};
 use medflow_domain::values::{truncate, Role};
 use medflow_domain::FieldError;
@@ -25,8 +27,9 @@ use super::doctor_views::{
 };
 use crate::consistency::{wait_for, WaitParams};
 use crate::cursor;
+use crate::directory_cache::{self, PageKey};
 use crate::doctor_cache::{CachedDoctor, NextSlotLookup};
-use crate::state::SharedState;
+use crate::state::{AppState, SharedState};
 
 const PROJECTION: &str = "doctors";
 const AGGREGATE_TYPE: &str = "doctor";
@@ -90,6 +93,53 @@ pub async fn directory(
     params: web::Query<DirectoryParams>,
 ) -> Result<HttpResponse, ApiError> {
     let filter = DirectoryFilter::parse(&params, &index)?;
+    let key = filter.page_key();
+    let now = state.clock.now();
+    let cache = &state.directory_cache;
+    if let Some(body) = cache.get(&key, now) {
+        return Ok(json_body(body));
+    }
+    // Read before the queries, so that a change committed meanwhile makes the page stale.
+    let generation = cache.generation();
+    let page = load_directory_page(&state, filter, now).await?;
+    let body = Bytes::from(serde_json::to_vec(&page).map_err(ApiError::internal)?);
+    if let Some(generation) = generation {
+        cache.put(
+            key,
+            generation,
+            now,
+            page.valid_until(&state.booking_policy, now),
+            body.clone(),
+        );
+    }
+    Ok(json_body(body))
+}
+
+fn json_body(body: Bytes) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(ContentType::json())
+        .body(body)
+}
+
+impl DirectoryPage {
+    /// Returns the last instant at which every listed next slot can still be booked.
+    /// When no doctor on the page has one, it returns `now` plus the cache's maximum age.
+    fn valid_until(&self, policy: &BookingPolicy, now: DateTime<Utc>) -> DateTime<Utc> {
+        self.doctors
+            .iter()
+            .filter_map(|doctor| doctor.next_available_slot.as_ref())
+            .map(|slot| slot.start - policy.minimum_notice())
+            .min()
+            .unwrap_or(now + directory_cache::MAX_AGE)
+    }
+}
+
+/// Queries one directory page with each doctor's next free slot at `now`.
+async fn load_directory_page(
+    state: &AppState,
+    filter: DirectoryFilter,
+    now: DateTime<Utc>,
+) -> Result<DirectoryPage, ApiError> {
     let mut conditions = vec!["status = 'verified'".to_owned()];
     let mut values: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
     if let Some(specialty) = filter.specialty {
@@ -140,7 +190,6 @@ pub async fn directory(
         .take(filter.limit as usize)
         .map(DirectoryRow::from_row)
         .collect();
-    let now = state.clock.now();
     let policy = &state.booking_policy;
     let horizon_end = now + policy.horizon();
     let cached: Vec<Arc<CachedDoctor>> = page
@@ -208,10 +257,10 @@ pub async fn directory(
         (true, Some((at, id))) => Some(cursor::encode(at, id)),
         _ => None,
     };
-    Ok(HttpResponse::Ok().json(DirectoryPage {
+    Ok(DirectoryPage {
         doctors,
         next_cursor,
-    }))
+    })
 }
 
 struct DirectoryFilter {
@@ -223,6 +272,22 @@ struct DirectoryFilter {
 }
 
 impl DirectoryFilter {
+    fn page_key(&self) -> PageKey {
+        PageKey {
+            specialty: self
+                .specialty
+                .as_ref()
+                .map(|specialty| specialty.as_str().to_owned()),
+            language: self
+                .language
+                .as_ref()
+                .map(|language| language.as_str().to_owned()),
+            name_tokens: self.name_tokens.clone(),
+            limit: self.limit,
+            after: self.after,
+        }
+    }
+
     fn parse(params: &DirectoryParams, index: &BlindIndex) -> Result<Self, ApiError> {
         let mut errors = Vec::new();
         let specialty = params
