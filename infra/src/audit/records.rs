@@ -1,6 +1,8 @@
 //! What a replay yields: events (as their current version) and access entries, and
 //! their CSV form.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -14,17 +16,19 @@ pub enum AuditRecord {
 }
 
 /// A change: one event of the event store. Personal data in the payload stays sealed.
+/// Columns with few distinct values are `Arc<str>`, so that a replay allocates each
+/// distinct value once instead of once per event.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EventRecord {
     pub position: i64,
     pub recorded_at: DateTime<Utc>,
-    pub aggregate_type: String,
+    pub aggregate_type: Arc<str>,
     pub aggregate_id: String,
     pub sequence: i64,
-    pub event_type: String,
-    pub event_version: String,
+    pub event_type: Arc<str>,
+    pub event_version: Arc<str>,
     pub actor_id: Option<String>,
-    pub actor_role: Option<String>,
+    pub actor_role: Option<Arc<str>>,
     pub request_id: Option<String>,
     /// The person the aggregate is about, when there is one.
     pub patient_id: Option<Uuid>,
@@ -115,15 +119,15 @@ impl AuditRecord {
                 time(event.recorded_at),
                 text(event.actor_id.as_deref()),
                 text(event.actor_role.as_deref()),
-                event.event_type.clone(),
-                event.aggregate_type.clone(),
+                event.event_type.to_string(),
+                event.aggregate_type.to_string(),
                 event.aggregate_id.clone(),
                 event.sequence.to_string(),
                 id(event.patient_id),
                 "success".to_owned(),
                 text(event.request_id.as_deref()),
                 String::new(),
-                event.event_version.clone(),
+                event.event_version.to_string(),
                 event.payload_json(),
             ],
             AuditRecord::Access(access) => [

@@ -5,7 +5,9 @@
 //! Order: events by global position (which keeps every aggregate's sequence order) and
 //! access entries by entry id, merged by recording time.
 
-use std::collections::VecDeque;
+use std::borrow::Cow;
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use medflow_domain::values::SealedValue;
@@ -187,6 +189,7 @@ struct Side {
     buffer: VecDeque<AuditRecord>,
     ahead: Option<Vec<Row>>,
     exhausted: bool,
+    interner: Interner,
 }
 
 impl Side {
@@ -206,6 +209,7 @@ impl Side {
             buffer: VecDeque::new(),
             ahead: None,
             exhausted: !enabled,
+            interner: Interner::default(),
         })
     }
 
@@ -222,11 +226,12 @@ impl Side {
         };
         let last = rows.len() < BATCH_SIZE as usize;
         let cursor = self.cursor;
+        let interner = &mut self.interner;
         let decode = async {
             rows.iter()
                 .map(|row| {
                     if cursor == "replay_events" {
-                        event_record(row)
+                        event_record(row, interner)
                     } else {
                         Ok(access_record(row))
                     }
@@ -328,78 +333,100 @@ impl Replay {
     }
 }
 
-/// The metadata fields a replay shows.
-#[derive(serde::Deserialize)]
-struct Metadata {
-    actor_id: Option<String>,
-    actor_role: Option<String>,
-    request_id: Option<String>,
+/// Distinct values kept by an [`Interner`]; more are still returned, just not shared.
+const INTERNED_VALUES: usize = 1024;
+
+/// Shares one allocation per distinct value of the columns with few distinct values
+/// (aggregate and event types, versions, roles) among the records of a replay. The
+/// number of kept values is bounded, so unexpected data cannot make it grow for good.
+#[derive(Default)]
+struct Interner {
+    values: HashSet<Arc<str>>,
 }
 
-fn event_record(row: &tokio_postgres::Row) -> anyhow::Result<AuditRecord> {
-    let payload: String = row.get(7);
-    let metadata: String = row.get(8);
-    let event_type: String = row.get(5);
-    let event_version: String = row.get(6);
+impl Interner {
+    fn intern(&mut self, value: &str) -> Arc<str> {
+        if let Some(kept) = self.values.get(value) {
+            return Arc::clone(kept);
+        }
+        let value: Arc<str> = Arc::from(value);
+        if self.values.len() < INTERNED_VALUES {
+            self.values.insert(Arc::clone(&value));
+        }
+        value
+    }
+}
+
+/// The metadata fields a replay shows, borrowed from the row where no JSON escape
+/// forces a copy.
+#[derive(serde::Deserialize)]
+struct Metadata<'a> {
+    #[serde(borrow)]
+    actor_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    actor_role: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    request_id: Option<Cow<'a, str>>,
+}
+
+fn event_record(row: &Row, interner: &mut Interner) -> anyhow::Result<AuditRecord> {
+    let payload: &str = row.get(7);
+    let metadata: &str = row.get(8);
+    let event_type: &str = row.get(5);
+    let event_version: &str = row.get(6);
     // JSON lines need single-line payloads; postgres-es writes them compact.
-    if !medflow_domain::upcasting::needs_upcast(&event_type, &event_version)
+    if !medflow_domain::upcasting::needs_upcast(event_type, event_version)
         && !payload.contains('\n')
     {
-        let meta: Metadata = serde_json::from_str(&metadata)?;
+        let meta: Metadata = serde_json::from_str(metadata)?;
         return Ok(AuditRecord::Event(EventRecord {
             position: row.get(0),
             recorded_at: row.get(1),
-            aggregate_type: row.get(2),
+            aggregate_type: interner.intern(row.get(2)),
             aggregate_id: row.get(3),
             sequence: row.get(4),
-            event_type,
-            event_version,
-            actor_id: meta.actor_id,
-            actor_role: meta.actor_role,
-            request_id: meta.request_id,
+            event_type: interner.intern(event_type),
+            event_version: interner.intern(event_version),
+            actor_id: meta.actor_id.map(Cow::into_owned),
+            actor_role: meta.actor_role.map(|role| interner.intern(&role)),
+            request_id: meta.request_id.map(Cow::into_owned),
             patient_id: row.get(9),
             payload: serde_json::Value::Null,
-            payload_text: Some(payload),
+            payload_text: Some(payload.to_owned()),
         }));
     }
     let stored = StoredEvent {
         aggregate_type: row.get(2),
         aggregate_id: row.get(3),
         sequence: row.get(4),
-        event_type,
-        event_version,
-        payload: serde_json::from_str(&payload)?,
-        metadata: serde_json::from_str(&metadata)?,
+        event_type: event_type.to_owned(),
+        event_version: event_version.to_owned(),
+        payload: serde_json::from_str(payload)?,
+        metadata: serde_json::from_str(metadata)?,
         global_position: row.get(0),
         transaction_id: 0,
         recorded_at: row.get(1),
     }
     .upcast();
-    let meta = |key: &str| {
-        stored
-            .metadata
-            .get(key)
-            .and_then(|value| value.as_str())
-            .map(str::to_owned)
-    };
+    let meta = |key: &str| stored.metadata.get(key).and_then(|value| value.as_str());
     Ok(AuditRecord::Event(EventRecord {
         position: stored.global_position,
         recorded_at: stored.recorded_at,
-        actor_id: meta("actor_id"),
-        actor_role: meta("actor_role"),
-        request_id: meta("request_id"),
+        actor_id: meta("actor_id").map(str::to_owned),
+        actor_role: meta("actor_role").map(|role| interner.intern(role)),
+        request_id: meta("request_id").map(str::to_owned),
         patient_id: row.get(9),
-        aggregate_type: stored.aggregate_type,
+        aggregate_type: interner.intern(&stored.aggregate_type),
         aggregate_id: stored.aggregate_id,
         sequence: stored.sequence,
-        event_type: stored.event_type,
-        event_version: stored.event_version,
+        event_type: interner.intern(&stored.event_type),
+        event_version: interner.intern(&stored.event_version),
         payload: stored.payload,
         payload_text: None,
     }))
 }
 
-fn access_record(row: &tokio_postgres::Row) -> AuditRecord {
+fn access_record(row: &Row) -> AuditRecord {
     AuditRecord::Access(AccessRecord {
         position: row.get(0),
         recorded_at: row.get(1),
