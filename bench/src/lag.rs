@@ -1,21 +1,24 @@
 //! Projection lag: commands are sent at a constant rate, alternating booking and
 //! cancelling per lane so slots stay free. For every accepted command the time the
-//! command API responded is recorded, and a watcher polls `projection_offsets` with one
-//! batched query every `POLL_INTERVAL` until the `appointments` projection has applied
-//! that aggregate's sequence.
+//! command API responded is recorded. A watcher reads `projection_offsets` with one
+//! batched query each time the database announces a commit of the `appointments`
+//! projection on the `read_models` channel (and every `FALLBACK_POLL` in case an
+//! announcement is lost), until the projection has applied that aggregate's sequence.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use hdrhistogram::Histogram;
+use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 
 use crate::booking::{cancel, lanes, Lane};
 use crate::load::{ms, new_histogram, Failures};
 use crate::seed::{book, Booking, Seeded};
 
-const POLL_INTERVAL: Duration = Duration::from_millis(2);
+const FALLBACK_POLL: Duration = Duration::from_millis(100);
 /// A command whose projection has not caught up after this long is counted as missing.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(30);
 
@@ -26,8 +29,8 @@ pub struct LagReport {
     pub histogram: Histogram<u64>,
     pub missing: u64,
     pub failures: Failures,
-    /// Longest and mean time one poll of `projection_offsets` took; with the poll
-    /// interval it bounds the resolution of every lag value.
+    /// Maximum and mean time one query of `projection_offsets` took; every lag value
+    /// includes the duration of the query that saw it.
     pub longest_poll: Duration,
     pub mean_poll: Duration,
     pub command_latency: Histogram<u64>,
@@ -66,7 +69,8 @@ impl LagReport {
             "projection lag (command response → appointments projection applied its sequence), \
              {}/s for {:.0} s: {} commands accepted, {} not projected within {} s, {} failed; \
              lag p50 {}, p99 {}, max {}; command latency p50 {}, p99 {}; \
-             offsets polled every {} ms, one poll took {:.2} ms on average and {:.2} ms at most",
+             offsets read after each announced commit (at least every {} ms), one read took \
+             {:.2} ms on average and {:.2} ms at most",
             self.rate,
             self.seconds,
             self.accepted,
@@ -78,7 +82,7 @@ impl LagReport {
             ms(self.histogram.max()),
             quantile(&self.command_latency, 0.5),
             quantile(&self.command_latency, 0.99),
-            POLL_INTERVAL.as_millis(),
+            FALLBACK_POLL.as_millis(),
             self.mean_poll.as_secs_f64() * 1000.0,
             self.longest_poll.as_secs_f64() * 1000.0,
         );
@@ -134,7 +138,7 @@ pub async fn run(
     let failures = Arc::new(Mutex::new(Failures::default()));
     let stop_watching = CancellationToken::new();
     let watcher = tokio::spawn(watch(
-        seeded.env.owner_client().await,
+        seeded.env.owner_url(),
         Arc::clone(&pending),
         Arc::clone(&lags),
         stop_watching.clone(),
@@ -238,15 +242,32 @@ async fn next_command(state: &mut LaneState, command_url: &str) -> Result<(Strin
     }
 }
 
-/// Polls the projection offsets of every pending command with one query per
-/// `POLL_INTERVAL`, records the lag of each command the projection has reached, and
-/// returns the longest and the mean poll duration.
+/// Reads the projection offsets of every pending command with one query after each
+/// announced commit of the `appointments` projection, records the lag of each command
+/// the projection has reached, and returns the longest and the mean query duration. A
+/// lag is measured when the query returns, so it includes that query's duration.
 async fn watch(
-    client: tokio_postgres::Client,
+    owner_url: String,
     pending: Arc<Mutex<Pending>>,
     lags: Arc<Mutex<Histogram<u64>>>,
     stop: CancellationToken,
 ) -> anyhow::Result<(Duration, Duration)> {
+    let (client, mut connection) =
+        tokio_postgres::connect(&owner_url, tokio_postgres::NoTls).await?;
+    let (announced, mut announcements) = tokio::sync::mpsc::unbounded_channel();
+    // Polling the connection's messages also drives the queries below.
+    tokio::spawn(async move {
+        let mut messages =
+            futures::stream::poll_fn(move |context| connection.poll_message(context));
+        while let Some(Ok(message)) = messages.next().await {
+            if let AsyncMessage::Notification(notification) = message {
+                if notification.payload() == "appointments" && announced.send(()).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    client.batch_execute("LISTEN read_models").await?;
     let statement = client
         .prepare(
             "SELECT aggregate_id, last_sequence FROM projection_offsets
@@ -254,13 +275,17 @@ async fn watch(
                AND aggregate_id = ANY($1)",
         )
         .await?;
-    let mut ticker = tokio::time::interval(POLL_INTERVAL);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut longest = Duration::ZERO;
     let mut polls = 0u32;
     let mut polling = Duration::ZERO;
     while !stop.is_cancelled() {
-        ticker.tick().await;
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = announcements.recv() => {}
+            _ = tokio::time::sleep(FALLBACK_POLL) => {}
+        }
+        // One query covers every commit announced so far.
+        while announcements.try_recv().is_ok() {}
         let ids: Vec<String> = pending
             .lock()
             .unwrap()
