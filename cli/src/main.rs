@@ -86,15 +86,30 @@ enum KeysAction {
     },
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    match run(Cli::parse()).await {
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let outcome = runtime_for(&cli.command)
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(run(cli)));
+    match outcome {
         Ok(status) => status,
         Err(error) => {
             eprintln!("error: {error:#}");
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Builds a single-threaded runtime for the audit commands and a multi-threaded one for
+/// the rest. An audit command streams the rows of one connection, and with one thread
+/// that connection's socket is read where the rows are decoded, which spares a thread
+/// wake-up per message batch (replay writes its output on a thread of its own).
+fn runtime_for(command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = match command {
+        Command::Audit { .. } => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    builder.enable_all().build()
 }
 
 async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {

@@ -189,7 +189,7 @@ struct Side {
     buffer: VecDeque<AuditRecord>,
     ahead: Option<Vec<Row>>,
     exhausted: bool,
-    interner: Interner,
+    interners: Interners,
 }
 
 impl Side {
@@ -209,7 +209,7 @@ impl Side {
             buffer: VecDeque::new(),
             ahead: None,
             exhausted: !enabled,
-            interner: Interner::default(),
+            interners: Interners::default(),
         })
     }
 
@@ -226,12 +226,12 @@ impl Side {
         };
         let last = rows.len() < BATCH_SIZE as usize;
         let cursor = self.cursor;
-        let interner = &mut self.interner;
+        let interners = &mut self.interners;
         let decode = async {
             rows.iter()
                 .map(|row| {
                     if cursor == "replay_events" {
-                        event_record(row, interner)
+                        event_record(row, interners)
                     } else {
                         Ok(access_record(row))
                     }
@@ -336,25 +336,45 @@ impl Replay {
 /// Distinct values kept by an [`Interner`]; more are still returned, just not shared.
 const INTERNED_VALUES: usize = 1024;
 
-/// Shares one allocation per distinct value of the columns with few distinct values
-/// (aggregate and event types, versions, roles) among the records of a replay. The
-/// number of kept values is bounded, so unexpected data cannot make it grow for good.
+/// Shares one allocation per distinct value of a column with few distinct values among
+/// the records of a replay. Consecutive events often repeat a value, so the previous one
+/// is compared first. The number of kept values is bounded, so unexpected data cannot
+/// make it grow for good.
 #[derive(Default)]
 struct Interner {
+    previous: Option<Arc<str>>,
     values: HashSet<Arc<str>>,
 }
 
 impl Interner {
     fn intern(&mut self, value: &str) -> Arc<str> {
-        if let Some(kept) = self.values.get(value) {
-            return Arc::clone(kept);
+        if let Some(previous) = &self.previous {
+            if **previous == *value {
+                return Arc::clone(previous);
+            }
         }
-        let value: Arc<str> = Arc::from(value);
-        if self.values.len() < INTERNED_VALUES {
-            self.values.insert(Arc::clone(&value));
-        }
-        value
+        let shared = match self.values.get(value) {
+            Some(kept) => Arc::clone(kept),
+            None => {
+                let shared: Arc<str> = Arc::from(value);
+                if self.values.len() < INTERNED_VALUES {
+                    self.values.insert(Arc::clone(&shared));
+                }
+                shared
+            }
+        };
+        self.previous = Some(Arc::clone(&shared));
+        shared
     }
+}
+
+/// One [`Interner`] per shared column of [`EventRecord`].
+#[derive(Default)]
+struct Interners {
+    aggregate_types: Interner,
+    event_types: Interner,
+    event_versions: Interner,
+    actor_roles: Interner,
 }
 
 /// The metadata fields a replay shows, borrowed from the row where no JSON escape
@@ -369,7 +389,7 @@ struct Metadata<'a> {
     request_id: Option<Cow<'a, str>>,
 }
 
-fn event_record(row: &Row, interner: &mut Interner) -> anyhow::Result<AuditRecord> {
+fn event_record(row: &Row, interners: &mut Interners) -> anyhow::Result<AuditRecord> {
     let payload: &str = row.get(7);
     let metadata: &str = row.get(8);
     let event_type: &str = row.get(5);
@@ -382,13 +402,15 @@ fn event_record(row: &Row, interner: &mut Interner) -> anyhow::Result<AuditRecor
         return Ok(AuditRecord::Event(EventRecord {
             position: row.get(0),
             recorded_at: row.get(1),
-            aggregate_type: interner.intern(row.get(2)),
+            aggregate_type: interners.aggregate_types.intern(row.get(2)),
             aggregate_id: row.get(3),
             sequence: row.get(4),
-            event_type: interner.intern(event_type),
-            event_version: interner.intern(event_version),
+            event_type: interners.event_types.intern(event_type),
+            event_version: interners.event_versions.intern(event_version),
             actor_id: meta.actor_id.map(Cow::into_owned),
-            actor_role: meta.actor_role.map(|role| interner.intern(&role)),
+            actor_role: meta
+                .actor_role
+                .map(|role| interners.actor_roles.intern(&role)),
             request_id: meta.request_id.map(Cow::into_owned),
             patient_id: row.get(9),
             payload: serde_json::Value::Null,
@@ -413,14 +435,14 @@ fn event_record(row: &Row, interner: &mut Interner) -> anyhow::Result<AuditRecor
         position: stored.global_position,
         recorded_at: stored.recorded_at,
         actor_id: meta("actor_id").map(str::to_owned),
-        actor_role: meta("actor_role").map(|role| interner.intern(role)),
+        actor_role: meta("actor_role").map(|role| interners.actor_roles.intern(role)),
         request_id: meta("request_id").map(str::to_owned),
         patient_id: row.get(9),
-        aggregate_type: interner.intern(&stored.aggregate_type),
+        aggregate_type: interners.aggregate_types.intern(&stored.aggregate_type),
         aggregate_id: stored.aggregate_id,
         sequence: stored.sequence,
-        event_type: interner.intern(&stored.event_type),
-        event_version: interner.intern(&stored.event_version),
+        event_type: interners.event_types.intern(&stored.event_type),
+        event_version: interners.event_versions.intern(&stored.event_version),
         payload: stored.payload,
         payload_text: None,
     }))
