@@ -335,22 +335,25 @@ async fn stream(
     record_replay(&pool, &filter, &output).await?;
     let client = pool.get().await?;
     let mut replay = Replay::start(&client, &filter).await?;
-    let (batches, received) = std::sync::mpsc::sync_channel(BATCHES_IN_FLIGHT);
+    let (batches, received) = tokio::sync::mpsc::channel(BATCHES_IN_FLIGHT);
     let writer = std::thread::spawn(move || write_output(output, received));
     let read = async {
-        loop {
-            let mut batch = replay.next_batch(&client).await?;
-            if batch.is_empty() {
-                return Ok(());
-            }
+        let mut batch = replay.next_batch(&client).await?;
+        while !batch.is_empty() {
             if let Some(keys) = &keys {
                 replay::open_client_addresses(keys, &mut batch).await;
             }
-            if batches.send(batch).is_err() {
+            // The next batch is fetched and decoded while this one waits for the output
+            // thread, so PostgreSQL always has a FETCH to work on.
+            let (sent, next) =
+                futures::future::join(batches.send(batch), replay.next_batch(&client)).await;
+            if sent.is_err() {
                 // The writer stopped on an error, which its result reports.
                 return Ok(());
             }
+            batch = next?;
         }
+        Ok(())
     };
     let read: anyhow::Result<()> = read.await;
     // Closing the channel ends the writer's loop after the last batch.
@@ -368,7 +371,7 @@ async fn stream(
 /// format's header and footer around them.
 fn write_output(
     mut output: Output,
-    batches: std::sync::mpsc::Receiver<Vec<AuditRecord>>,
+    mut batches: tokio::sync::mpsc::Receiver<Vec<AuditRecord>>,
 ) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
@@ -377,7 +380,7 @@ fn write_output(
         Output::Fhir(writer) => out.write_all(&writer.header())?,
     }
     let mut bytes = Vec::new();
-    for batch in batches {
+    while let Some(batch) = batches.blocking_recv() {
         bytes.clear();
         match &mut output {
             Output::Records(format) => format.encode_into(&batch, &mut bytes)?,
