@@ -294,56 +294,53 @@ async fn stream_response(
         .streaming(stream::once(async move { Ok(Bytes::from(header)) }).chain(body)))
 }
 
-/// State of a replay stream. The client and the replay are boxed, because they are
-/// large and `Done` is not.
-enum Step {
-    Running {
-        client: Box<deadpool_postgres::ClientWrapper>,
-        replay: Box<Replay>,
-        encoder: Encoder,
-        keys: Arc<KeyRing>,
-    },
-    Done,
-}
+/// Encoded chunks waiting for the HTTP response, at most; a chunk is one batch.
+const CHUNKS_IN_FLIGHT: usize = 1;
 
+type Chunk = Result<Bytes, actix_web::Error>;
+
+/// Streams the replay's chunks, which a task on the worker produces ahead of the
+/// response, so PostgreSQL reads the next batch while the last one is being sent.
 fn replay_stream(
     client: deadpool_postgres::ClientWrapper,
     replay: Replay,
     encoder: Encoder,
     keys: Arc<KeyRing>,
-) -> impl Stream<Item = Result<Bytes, actix_web::Error>> {
-    let start = Step::Running {
-        client: Box::new(client),
-        replay: Box::new(replay),
-        encoder,
-        keys,
+) -> impl Stream<Item = Chunk> {
+    let (chunks, received) = tokio::sync::mpsc::channel(CHUNKS_IN_FLIGHT);
+    actix_web::rt::spawn(produce_chunks(client, replay, encoder, keys, chunks));
+    stream::unfold(received, |mut received| async move {
+        let chunk = received.recv().await?;
+        Some((chunk, received))
+    })
+}
+
+/// Fetches, encodes and sends the replay's batches until the last one or until the
+/// response is dropped. Dropping `client` then closes its connection, which ends the
+/// replay's transaction.
+async fn produce_chunks(
+    client: deadpool_postgres::ClientWrapper,
+    mut replay: Replay,
+    mut encoder: Encoder,
+    keys: Arc<KeyRing>,
+    chunks: tokio::sync::mpsc::Sender<Chunk>,
+) {
+    let failed = || {
+        Err(actix_web::error::ErrorInternalServerError(
+            "audit replay failed",
+        ))
     };
-    stream::unfold(start, |step| async move {
-        let Step::Running {
-            client,
-            mut replay,
-            mut encoder,
-            keys,
-        } = step
-        else {
-            return None;
-        };
-        let batch = match replay.next_batch(&client).await {
-            Ok(mut batch) => {
-                replay::open_client_addresses(&keys, &mut batch).await;
-                batch
-            }
+    let mut next = replay.next_batch(&client).await;
+    loop {
+        let mut batch = match next {
+            Ok(batch) => batch,
             Err(error) => {
                 tracing::error!(
                     error = format!("{error:#}"),
                     "audit replay failed mid-stream"
                 );
-                return Some((
-                    Err(actix_web::error::ErrorInternalServerError(
-                        "audit replay failed",
-                    )),
-                    Step::Done,
-                ));
+                let _ = chunks.send(failed()).await;
+                return;
             }
         };
         if batch.is_empty() {
@@ -353,32 +350,29 @@ fn replay_stream(
                     "closing the audit replay failed"
                 );
             }
-            return Some((Ok(Bytes::from(encoder.footer())), Step::Done));
+            let _ = chunks.send(Ok(Bytes::from(encoder.footer()))).await;
+            return;
         }
-        match encoder.encode(&batch) {
-            Ok(bytes) => Some((
-                Ok(Bytes::from(bytes)),
-                Step::Running {
-                    client,
-                    replay,
-                    encoder,
-                    keys,
-                },
-            )),
+        replay::open_client_addresses(&keys, &mut batch).await;
+        let bytes = match encoder.encode(&batch) {
+            Ok(bytes) => Bytes::from(bytes),
             Err(error) => {
                 tracing::error!(
                     error = format!("{error:#}"),
                     "encoding the audit replay failed"
                 );
-                Some((
-                    Err(actix_web::error::ErrorInternalServerError(
-                        "audit replay failed",
-                    )),
-                    Step::Done,
-                ))
+                let _ = chunks.send(failed()).await;
+                return;
             }
+        };
+        let (sent, fetched) =
+            futures::future::join(chunks.send(Ok(bytes)), replay.next_batch(&client)).await;
+        if sent.is_err() {
+            // The client went away.
+            return;
         }
-    })
+        next = fetched;
+    }
 }
 
 /// The verify route takes no query parameters; any given is rejected.
