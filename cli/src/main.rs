@@ -100,14 +100,21 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// Builds a single-threaded runtime for the audit commands and a multi-threaded one for
-/// the rest. An audit command streams the rows of one connection, and with one thread
-/// that connection's socket is read where the rows are decoded, which spares a thread
-/// wake-up per message batch (replay writes its output on a thread of its own).
+/// Builds a single-threaded runtime for replays and exports and a multi-threaded one for
+/// the rest. A replay streams the rows of one connection, and with one thread that
+/// connection's socket is read where the rows are decoded, which spares a thread wake-up
+/// per message batch; it encodes and writes its output on a thread of its own.
 fn runtime_for(command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut builder = match command {
-        Command::Audit { .. } => tokio::runtime::Builder::new_current_thread(),
-        _ => tokio::runtime::Builder::new_multi_thread(),
+    let streams_replay = matches!(
+        command,
+        Command::Audit {
+            action: audit::AuditAction::Replay { .. } | audit::AuditAction::ExportFhir { .. }
+        }
+    );
+    let mut builder = if streams_replay {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
     };
     builder.enable_all().build()
 }

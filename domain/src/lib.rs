@@ -5,6 +5,7 @@ pub mod account;
 pub mod appointment;
 pub mod availability;
 pub mod doctor;
+pub mod rfc3339;
 pub mod upcasting;
 pub mod validation;
 pub mod values;

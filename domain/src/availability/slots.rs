@@ -34,7 +34,9 @@ pub fn slot_length() -> TimeDelta {
 /// One bookable slot. Serializes both instants as RFC 3339 in UTC, such as `2023-03-10T14:00:00Z`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct Slot {
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub start: DateTime<Utc>,
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub end: DateTime<Utc>,
 }
 

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use medflow_domain::rfc3339;
 use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
@@ -21,7 +22,7 @@ pub enum AuditRecord {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EventRecord {
     pub position: i64,
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "rfc3339::serialize")]
     pub recorded_at: DateTime<Utc>,
     pub aggregate_type: Arc<str>,
     pub aggregate_id: String,
@@ -56,7 +57,7 @@ impl EventRecord {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AccessRecord {
     pub position: i64,
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "rfc3339::serialize")]
     pub recorded_at: DateTime<Utc>,
     pub actor_id: Option<Uuid>,
     pub actor_role: Option<String>,
@@ -72,13 +73,6 @@ pub struct AccessRecord {
     /// The sealed address as stored, for the replay to open.
     #[serde(skip)]
     pub sealed_client_address: Option<String>,
-}
-
-/// Serializes an instant as chrono's own `Serialize` does (RFC 3339, `Z`, as many
-/// fractional digits as needed), but as one string: chrono's implementation writes it
-/// character by character, and serde_json escapes each character on its own.
-fn rfc3339<S: serde::Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&at.to_rfc3339_opts(SecondsFormat::AutoSi, true))
 }
 
 impl AuditRecord {
@@ -156,25 +150,6 @@ impl AuditRecord {
                 String::new(),
                 String::new(),
             ],
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn instants_serialize_as_chrono_does() {
-        let whole = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
-        for at in [
-            whole,
-            whole + chrono::TimeDelta::milliseconds(120),
-            whole + chrono::TimeDelta::microseconds(123_456),
-            whole + chrono::TimeDelta::nanoseconds(7),
-        ] {
-            let ours = rfc3339(&at, serde_json::value::Serializer).unwrap();
-            assert_eq!(ours, serde_json::to_value(at).unwrap());
         }
     }
 }
