@@ -46,3 +46,47 @@ pub fn page_size(errors: &mut Vec<FieldError>, raw: Option<&str>, default: i64, 
         }
     }
 }
+
+/// Turns the message of a query string that failed to deserialize into a field error.
+/// serde names the parameter in backticks for an unknown, missing or repeated field, and
+/// that name becomes the error's field; other messages name the whole `query`.
+pub fn deserialize_error(message: &str) -> FieldError {
+    let detail = message.trim_start_matches("Query deserialize error: ");
+    let named = ["unknown field `", "missing field `", "duplicate field `"]
+        .iter()
+        .find_map(|prefix| detail.strip_prefix(prefix))
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(name, _)| name)
+        .filter(|name| !name.is_empty());
+    FieldError::new(named.unwrap_or("query"), detail.to_owned())
+}
+
+#[cfg(test)]
+mod deserialize_error_tests {
+    use super::*;
+
+    fn field_of(message: &str) -> String {
+        deserialize_error(message).field
+    }
+
+    #[test]
+    fn unknown_parameter_is_the_field() {
+        let message =
+            "Query deserialize error: unknown field `colour`, expected one of `specialty`, `limit`";
+        assert_eq!(field_of(message), "colour");
+    }
+
+    #[test]
+    fn missing_parameter_is_the_field() {
+        assert_eq!(field_of("missing field `date`"), "date");
+    }
+
+    #[test]
+    fn other_errors_name_the_query() {
+        assert_eq!(
+            field_of("Query deserialize error: invalid type: sequence"),
+            "query"
+        );
+        assert_eq!(field_of("unknown field ``, expected `a`"), "query");
+    }
+}

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpResponse, HttpServer};
-use medflow_domain::FieldError;
 use medflow_infra::audit::AuditLog;
 use medflow_infra::clock::SharedClock;
 use medflow_infra::crypto::index::BlindIndex;
@@ -27,7 +26,7 @@ use crate::listener;
 use crate::notifications::NotificationHub;
 use crate::openapi::ApiDoc;
 use crate::state::{AppState, SharedState};
-use crate::{routes, QueryApiSettings};
+use crate::{query_params, routes, QueryApiSettings};
 
 pub struct Application {
     pub port: u16,
@@ -99,11 +98,8 @@ impl Application {
                 .app_data(web::Data::new(sessions.clone()))
                 .app_data(index.clone())
                 .app_data(web::QueryConfig::default().error_handler(|error, _| {
-                    let message = error.to_string();
-                    let detail = message
-                        .trim_start_matches("Query deserialize error: ")
-                        .to_owned();
-                    ApiError::Validation(vec![FieldError::new("query", detail)]).into()
+                    let field_error = query_params::deserialize_error(&error.to_string());
+                    ApiError::Validation(vec![field_error]).into()
                 }))
                 .configure(|config| health::configure(config, readiness.clone()))
                 .configure(metrics::metrics_route)

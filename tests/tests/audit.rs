@@ -912,7 +912,7 @@ async fn bad_replay_parameters_rejected() {
             "to",
             "later than from",
         ),
-        ("colour=red", "query", "colour"),
+        ("colour=red", "colour", "unknown field"),
         ("aggregate_id=%00", "aggregate_id", "control character"),
         ("aggregate_type=%00", "aggregate_type", "control character"),
         ("aggregate_type=banana", "aggregate_type", "'banana'"),

@@ -258,6 +258,7 @@ async fn directory_lists_only_verified_doctors() {
         ("/doctors?language=english", "language"),
         ("/doctors?limit=0", "limit"),
         ("/doctors?cursor=nope", "cursor"),
+        ("/doctors?colour=blue", "colour"),
     ] {
         let problem = expect_problem(
             api.query_get(&token, query).await,
