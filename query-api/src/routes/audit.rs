@@ -317,11 +317,12 @@ fn replay_stream(
 
 /// Fetches, encodes and sends the replay's batches until the last one or until the
 /// response is dropped. Dropping `client` then closes its connection, which ends the
-/// replay's transaction.
+/// replay's transaction. A batch is encoded on a blocking thread while the worker
+/// fetches and decodes the next one.
 async fn produce_chunks(
     client: deadpool_postgres::ClientWrapper,
     mut replay: Replay,
-    mut encoder: Encoder,
+    encoder: Encoder,
     keys: Arc<KeyRing>,
     chunks: tokio::sync::mpsc::Sender<Chunk>,
 ) {
@@ -330,6 +331,7 @@ async fn produce_chunks(
             "audit replay failed",
         ))
     };
+    let mut encoder = Some(encoder);
     let mut next = replay.next_batch(&client).await;
     loop {
         let mut batch = match next {
@@ -343,6 +345,9 @@ async fn produce_chunks(
                 return;
             }
         };
+        let Some(mut current) = encoder.take() else {
+            return;
+        };
         if batch.is_empty() {
             if let Err(error) = replay.finish(&client).await {
                 tracing::warn!(
@@ -350,25 +355,44 @@ async fn produce_chunks(
                     "closing the audit replay failed"
                 );
             }
-            let _ = chunks.send(Ok(Bytes::from(encoder.footer()))).await;
+            let _ = chunks.send(Ok(Bytes::from(current.footer()))).await;
             return;
         }
         replay::open_client_addresses(&keys, &mut batch).await;
-        let bytes = match encoder.encode(&batch) {
-            Ok(bytes) => Bytes::from(bytes),
-            Err(error) => {
-                tracing::error!(
-                    error = format!("{error:#}"),
-                    "encoding the audit replay failed"
-                );
-                let _ = chunks.send(failed()).await;
-                return;
-            }
+        let encode_and_send = async {
+            let encoded = web::block(move || {
+                let bytes = current.encode(&batch);
+                (current, bytes)
+            })
+            .await;
+            let bytes = match encoded {
+                Ok((returned, Ok(bytes))) => {
+                    encoder = Some(returned);
+                    Bytes::from(bytes)
+                }
+                Ok((_, Err(error))) => {
+                    tracing::error!(
+                        error = format!("{error:#}"),
+                        "encoding the audit replay failed"
+                    );
+                    let _ = chunks.send(failed()).await;
+                    return false;
+                }
+                Err(error) => {
+                    tracing::error!(
+                        error = %error,
+                        "the audit replay's encoding thread failed"
+                    );
+                    let _ = chunks.send(failed()).await;
+                    return false;
+                }
+            };
+            // A send error means that the client went away.
+            chunks.send(Ok(bytes)).await.is_ok()
         };
         let (sent, fetched) =
-            futures::future::join(chunks.send(Ok(bytes)), replay.next_batch(&client)).await;
-        if sent.is_err() {
-            // The client went away.
+            futures::future::join(encode_and_send, replay.next_batch(&client)).await;
+        if !sent {
             return;
         }
         next = fetched;
