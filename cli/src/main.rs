@@ -101,9 +101,9 @@ fn main() -> std::process::ExitCode {
 }
 
 /// Builds a single-threaded runtime for replays and exports and a multi-threaded one for
-/// the rest. A replay streams the rows of one connection, and with one thread that
+/// the rest. A replay streams the rows of one connection. With one runtime thread, that
 /// connection's socket is read where the rows are decoded, which spares a thread wake-up
-/// per message batch; it encodes and writes its output on a thread of its own.
+/// per message batch. The replay encodes and writes its output on a thread of its own.
 fn runtime_for(command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
     let streams_replay = matches!(
         command,

@@ -1,10 +1,10 @@
 //! Encoded directory pages, shared by every patient who requests the same filters.
 //!
-//! A page is served from memory until one of these happens: a projection it derives from
-//! (`doctors`, `appointments`) commits a change, which the database announces on the
-//! `read_models` channel; the first of its next free slots can no longer be booked
-//! because the minimum notice has reached it; or [`MAX_AGE`] has passed, which bounds
-//! what nothing announces (a next slot entering the horizon, a destroyed data key).
+//! A page is served from memory until one of three things happens. A projection it
+//! derives from (`doctors`, `appointments`) commits a change, which the database
+//! announces on the `read_models` channel. The minimum notice reaches the first of its
+//! next free slots, so that slot can no longer be booked. Or [`MAX_AGE`] passes, which
+//! bounds what nothing announces (a next slot entering the horizon, a destroyed data key).
 //! While the listener is disconnected, announcements could be missed, so nothing is
 //! cached or served from the cache.
 
@@ -171,6 +171,18 @@ mod tests {
         cache
     }
 
+    /// Keeps a page under the cache's current generation.
+    fn store(cache: &DirectoryCache, stored_at: DateTime<Utc>, valid_until: DateTime<Utc>) {
+        let generation = cache.generation().unwrap();
+        cache.put(
+            key(),
+            generation,
+            stored_at,
+            valid_until,
+            Bytes::from_static(b"page"),
+        );
+    }
+
     #[test]
     fn nothing_cached_without_listener() {
         let cache = DirectoryCache::default();
@@ -182,14 +194,7 @@ mod tests {
     #[test]
     fn page_served_until_valid_until() {
         let cache = listening_cache();
-        let generation = cache.generation().unwrap();
-        cache.put(
-            key(),
-            generation,
-            at(0),
-            at(10),
-            Bytes::from_static(b"page"),
-        );
+        store(&cache, at(0), at(10));
         assert_eq!(cache.get(&key(), at(10)), Some(Bytes::from_static(b"page")));
         assert_eq!(cache.get(&key(), at(11)), None);
     }
@@ -197,9 +202,7 @@ mod tests {
     #[test]
     fn page_expires_after_max_age() {
         let cache = listening_cache();
-        let generation = cache.generation().unwrap();
-        let far = at(0) + MAX_AGE * 10;
-        cache.put(key(), generation, at(0), far, Bytes::from_static(b"page"));
+        store(&cache, at(0), at(0) + MAX_AGE * 10);
         let last = at(0) + MAX_AGE;
         assert!(cache.get(&key(), last).is_some());
         assert_eq!(cache.get(&key(), last + TimeDelta::seconds(1)), None);
@@ -208,28 +211,14 @@ mod tests {
     #[test]
     fn clock_going_back_misses() {
         let cache = listening_cache();
-        let generation = cache.generation().unwrap();
-        cache.put(
-            key(),
-            generation,
-            at(5),
-            at(10),
-            Bytes::from_static(b"page"),
-        );
+        store(&cache, at(5), at(10));
         assert_eq!(cache.get(&key(), at(4)), None);
     }
 
     #[test]
     fn source_change_invalidates() {
         let cache = listening_cache();
-        let generation = cache.generation().unwrap();
-        cache.put(
-            key(),
-            generation,
-            at(0),
-            at(10),
-            Bytes::from_static(b"page"),
-        );
+        store(&cache, at(0), at(10));
         cache.notify("accounts");
         assert!(cache.get(&key(), at(1)).is_some());
         cache.notify("appointments");
@@ -255,14 +244,7 @@ mod tests {
     #[test]
     fn reconnect_drops_pages() {
         let cache = listening_cache();
-        let generation = cache.generation().unwrap();
-        cache.put(
-            key(),
-            generation,
-            at(0),
-            at(10),
-            Bytes::from_static(b"page"),
-        );
+        store(&cache, at(0), at(10));
         cache.lost();
         assert_eq!(cache.generation(), None);
         assert_eq!(cache.get(&key(), at(1)), None);

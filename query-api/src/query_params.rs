@@ -48,8 +48,8 @@ pub fn page_size(errors: &mut Vec<FieldError>, raw: Option<&str>, default: i64, 
 }
 
 /// Turns the message of a query string that failed to deserialize into a field error.
-/// serde names the parameter in backticks for an unknown, missing or repeated field, and
-/// that name becomes the error's field; other messages name the whole `query`.
+/// For an unknown, missing or repeated field, serde names the parameter in backticks, and
+/// that name becomes the error's field. Other messages name the whole `query`.
 pub fn deserialize_error(message: &str) -> FieldError {
     let detail = message.trim_start_matches("Query deserialize error: ");
     let named = ["unknown field `", "missing field `", "duplicate field `"]
