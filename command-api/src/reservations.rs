@@ -45,6 +45,13 @@ pub struct ReservationEffects {
 }
 
 impl Effects<Appointment> for ReservationEffects {
+    /// A booking or reschedule takes the doctor's calendar lock in shared mode together
+    /// with `BEGIN`.
+    fn opening(&self) -> Option<String> {
+        self.checked
+            .map(|checked| lock_statement(checked.doctor, LockMode::Shared))
+    }
+
     async fn apply(
         &self,
         aggregate_id: &str,
@@ -53,16 +60,6 @@ impl Effects<Appointment> for ReservationEffects {
     ) -> Result<(), EffectError> {
         let appointment_id = Uuid::parse_str(aggregate_id)
             .map_err(|error| sqlx::Error::Protocol(format!("appointment id: {error}")))?;
-        if let Some(checked) = self.checked {
-            lock_calendar(connection, checked.doctor, LockMode::Shared).await?;
-            let current = profile_sequence(connection, checked.doctor).await?;
-            if current != checked.sequence {
-                return Err(EffectError::Rejected(
-                    "the doctor's schedule changed while the slot was being booked; retry the request"
-                        .to_owned(),
-                ));
-            }
-        }
         for event in events {
             match event {
                 AppointmentEvent::AppointmentBooked {
@@ -71,25 +68,38 @@ impl Effects<Appointment> for ReservationEffects {
                     slot,
                     ..
                 } => {
-                    sqlx::query(
+                    let checked = self.checked_profile()?;
+                    let written = sqlx::query(&format!(
                         "INSERT INTO appointment_reservations (appointment_id, doctor_id, patient_id, during) \
-                         VALUES ($1, $2, $3, $4)",
-                    )
+                         SELECT $1, $2, $3, $4 WHERE {}",
+                        profile_unchanged(5)
+                    ))
                     .bind(appointment_id)
                     .bind(doctor.0)
                     .bind(patient.0)
                     .bind(pg_range(slot))
+                    .bind(DoctorProfile::TYPE)
+                    .bind(checked.doctor.to_string())
+                    .bind(checked.sequence as i64)
                     .execute(&mut *connection)
                     .await?;
+                    ensure_profile_unchanged(written.rows_affected())?;
                 }
                 AppointmentEvent::AppointmentRescheduled { to, .. } => {
-                    sqlx::query(
-                        "UPDATE appointment_reservations SET during = $2 WHERE appointment_id = $1",
-                    )
+                    let checked = self.checked_profile()?;
+                    let written = sqlx::query(&format!(
+                        "UPDATE appointment_reservations SET during = $2 \
+                         WHERE appointment_id = $1 AND {}",
+                        profile_unchanged(3)
+                    ))
                     .bind(appointment_id)
                     .bind(pg_range(to))
+                    .bind(DoctorProfile::TYPE)
+                    .bind(checked.doctor.to_string())
+                    .bind(checked.sequence as i64)
                     .execute(&mut *connection)
                     .await?;
+                    ensure_profile_unchanged(written.rows_affected())?;
                 }
                 AppointmentEvent::AppointmentCancelled { .. } => {
                     sqlx::query("DELETE FROM appointment_reservations WHERE appointment_id = $1")
@@ -109,10 +119,67 @@ impl Effects<Appointment> for ReservationEffects {
     }
 }
 
+/// SQL condition: the doctor profile's last event still has the checked sequence. The
+/// parameters from `$first` on are the profile's aggregate type, its id and the sequence.
+fn profile_unchanged(first: usize) -> String {
+    format!(
+        "(SELECT coalesce(max(sequence), 0) FROM events \
+          WHERE aggregate_type = ${first} AND aggregate_id = ${}) = ${}",
+        first + 1,
+        first + 2
+    )
+}
+
+impl ReservationEffects {
+    fn checked_profile(&self) -> Result<CheckedProfile, EffectError> {
+        self.checked.ok_or_else(|| {
+            EffectError::Database(sqlx::Error::Protocol(
+                "a booking or reschedule needs the doctor profile it was checked against"
+                    .to_owned(),
+            ))
+        })
+    }
+}
+
+/// A reservation written under the profile guard changes no row when the doctor's
+/// schedule changed after the slot was checked.
+fn ensure_profile_unchanged(rows: u64) -> Result<(), EffectError> {
+    if rows == 1 {
+        return Ok(());
+    }
+    Err(EffectError::Rejected(
+        "the doctor's schedule changed while the slot was being booked; retry the request"
+            .to_owned(),
+    ))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockMode {
     Shared,
     Exclusive,
+}
+
+impl LockMode {
+    fn function(self) -> &'static str {
+        match self {
+            LockMode::Shared => "pg_advisory_xact_lock_shared",
+            LockMode::Exclusive => "pg_advisory_xact_lock",
+        }
+    }
+}
+
+/// Key of the doctor's calendar lock: the id's first 64 bits, mixed with a constant so
+/// that it does not line up with advisory locks keyed by other ids.
+fn calendar_lock_key(doctor: AccountId) -> i64 {
+    const CALENDAR: u64 = 0x6361_6c65_6e64_6172; // "calendar"
+    let (high, _) = doctor.0.as_u64_pair();
+    (high ^ CALENDAR) as i64
+}
+
+/// The statement that takes the doctor's calendar lock until the end of the
+/// transaction. The key is a number, so the text carries no caller input.
+fn lock_statement(doctor: AccountId, mode: LockMode) -> String {
+    format!("SELECT {}({})", mode.function(), calendar_lock_key(doctor))
 }
 
 /// Takes the doctor's calendar lock until the end of the transaction.
@@ -121,32 +188,11 @@ pub async fn lock_calendar(
     doctor: AccountId,
     mode: LockMode,
 ) -> Result<(), sqlx::Error> {
-    let function = match mode {
-        LockMode::Shared => "pg_advisory_xact_lock_shared",
-        LockMode::Exclusive => "pg_advisory_xact_lock",
-    };
-    sqlx::query(&format!(
-        "SELECT {function}(hashtextextended('doctor-calendar:' || $1::text, 0))"
-    ))
-    .bind(doctor.0)
-    .execute(connection)
-    .await?;
+    sqlx::query(&format!("SELECT {}($1)", mode.function()))
+        .bind(calendar_lock_key(doctor))
+        .execute(connection)
+        .await?;
     Ok(())
-}
-
-/// Returns the sequence of the doctor profile's last stored event.
-async fn profile_sequence(
-    connection: &mut sqlx::PgConnection,
-    doctor: AccountId,
-) -> Result<usize, sqlx::Error> {
-    let sequence: Option<i64> = sqlx::query_scalar(
-        "SELECT max(sequence) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2",
-    )
-    .bind(DoctorProfile::TYPE)
-    .bind(doctor.to_string())
-    .fetch_one(connection)
-    .await?;
-    Ok(sequence.unwrap_or(0) as usize)
 }
 
 /// Adds time off under the doctor's exclusive calendar lock and collects the ids of the
@@ -201,52 +247,55 @@ impl Reservations {
         Self { pool }
     }
 
-    /// Returns the doctor's reservations that overlap `window`, oldest first.
-    pub async fn for_doctor(
+    /// Returns, in one query, the doctor's reservations that overlap `doctor_window`
+    /// and the patient's that overlap `patient_window`, each oldest first.
+    pub async fn for_doctor_and_patient(
         &self,
         doctor: AccountId,
-        window: &TimeRange,
-    ) -> Result<Vec<Reservation>, sqlx::Error> {
-        self.overlapping("doctor_id", doctor, window).await
-    }
-
-    /// Returns the patient's reservations that overlap `window`, oldest first.
-    pub async fn for_patient(
-        &self,
+        doctor_window: &TimeRange,
         patient: AccountId,
-        window: &TimeRange,
-    ) -> Result<Vec<Reservation>, sqlx::Error> {
-        self.overlapping("patient_id", patient, window).await
-    }
-
-    async fn overlapping(
-        &self,
-        column: &'static str,
-        account: AccountId,
-        window: &TimeRange,
-    ) -> Result<Vec<Reservation>, sqlx::Error> {
-        let rows: Vec<(Uuid, PgRange<DateTime<Utc>>)> = sqlx::query_as(&format!(
-            "SELECT appointment_id, during FROM appointment_reservations \
-             WHERE {column} = $1 AND during && $2 ORDER BY lower(during), appointment_id"
-        ))
-        .bind(account.0)
-        .bind(pg_range(window))
+        patient_window: &TimeRange,
+    ) -> Result<Overlapping, sqlx::Error> {
+        let rows: Vec<(Uuid, PgRange<DateTime<Utc>>, bool, bool)> = sqlx::query_as(
+            "SELECT appointment_id, during, \
+                    doctor_id = $1 AND during && $2, patient_id = $3 AND during && $4 \
+             FROM appointment_reservations \
+             WHERE (doctor_id = $1 AND during && $2) OR (patient_id = $3 AND during && $4) \
+             ORDER BY lower(during), appointment_id",
+        )
+        .bind(doctor.0)
+        .bind(pg_range(doctor_window))
+        .bind(patient.0)
+        .bind(pg_range(patient_window))
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|(appointment_id, during)| {
-                let range = to_time_range(&during).ok_or_else(|| {
-                    sqlx::Error::Protocol(format!(
-                        "reservation {appointment_id} has an unbounded interval"
-                    ))
-                })?;
-                Ok(Reservation {
-                    appointment_id,
-                    range,
-                })
-            })
-            .collect()
+        let mut overlapping = Overlapping::default();
+        for (appointment_id, during, of_doctor, of_patient) in rows {
+            let range = to_time_range(&during).ok_or_else(|| {
+                sqlx::Error::Protocol(format!(
+                    "reservation {appointment_id} has an unbounded interval"
+                ))
+            })?;
+            let reservation = Reservation {
+                appointment_id,
+                range,
+            };
+            if of_patient {
+                overlapping.patient.push(reservation.clone());
+            }
+            if of_doctor {
+                overlapping.doctor.push(reservation);
+            }
+        }
+        Ok(overlapping)
     }
+}
+
+/// Reservations of a doctor and of a patient around a slot.
+#[derive(Debug, Default)]
+pub struct Overlapping {
+    pub doctor: Vec<Reservation>,
+    pub patient: Vec<Reservation>,
 }
 
 fn to_time_range(range: &PgRange<DateTime<Utc>>) -> Option<TimeRange> {

@@ -31,6 +31,10 @@ pub async fn sqlx_pool(url: &SecretString, size: usize) -> anyhow::Result<sqlx::
     PgPoolOptions::new()
         .max_connections(size as u32)
         .acquire_timeout(std::time::Duration::from_secs(10))
+        // The default pings every connection on checkout, a round trip per query. A
+        // connection that broke while idle fails its next query instead, and sqlx
+        // drops it.
+        .test_before_acquire(false)
         .connect_lazy(url.expose_secret())
         .context("MEDFLOW_DATABASE_URL is not a valid PostgreSQL URL")
 }

@@ -58,6 +58,13 @@ pub trait Effects<A: Aggregate>: Sync {
         events: &[A::Event],
         connection: &mut sqlx::PgConnection,
     ) -> impl std::future::Future<Output = Result<(), EffectError>> + Send;
+
+    /// SQL without parameters to run right after `BEGIN`, in the same round trip, such
+    /// as taking an advisory lock. Statements that follow it see what committed before
+    /// it finished.
+    fn opening(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Failure of [`Effects::apply`].
@@ -129,9 +136,6 @@ impl<A: Aggregate> CommandBus<A> {
 
     /// Handles `command` like [`CommandBus::execute`], then appends the events and applies
     /// `effects` in one transaction, so either both are stored or neither is.
-    ///
-    /// The events are written to the same `events` table and in the same form as
-    /// postgres-es writes them, so the aggregate loads the same way afterwards.
     pub async fn execute_with<F: Effects<A>>(
         &self,
         aggregate_id: &str,
@@ -140,8 +144,53 @@ impl<A: Aggregate> CommandBus<A> {
         effects: &F,
     ) -> Result<Committed, TransactionalError<A::Error>> {
         let context = self.store.load_aggregate(aggregate_id).await?;
-        let current = context.current_sequence;
-        let mut aggregate = context.aggregate;
+        self.handle_and_append(
+            aggregate_id,
+            context.aggregate,
+            context.current_sequence,
+            command,
+            metadata,
+            effects,
+        )
+        .await
+    }
+
+    /// Like [`CommandBus::execute_with`] for an aggregate id the caller has just
+    /// generated, such as a random UUID: the command is handled against the empty
+    /// aggregate without reading the event store. Should the id exist after all, the
+    /// primary key turns the append into [`AggregateError::AggregateConflict`].
+    pub async fn create_with<F: Effects<A>>(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        metadata: EventMetadata,
+        effects: &F,
+    ) -> Result<Committed, TransactionalError<A::Error>> {
+        self.handle_and_append(
+            aggregate_id,
+            A::default(),
+            0,
+            command,
+            metadata,
+            effects,
+        )
+        .await
+    }
+
+    /// Handles `command` against `aggregate` (whose last event has sequence `current`)
+    /// and appends the events it produces together with `effects`.
+    ///
+    /// The events are written to the same `events` table and in the same form as
+    /// postgres-es writes them, so the aggregate loads the same way afterwards.
+    async fn handle_and_append<F: Effects<A>>(
+        &self,
+        aggregate_id: &str,
+        mut aggregate: A,
+        current: usize,
+        command: A::Command,
+        metadata: EventMetadata,
+        effects: &F,
+    ) -> Result<Committed, TransactionalError<A::Error>> {
         let sink = EventSink::default();
         aggregate
             .handle(command, &self.services, &sink)
@@ -158,7 +207,11 @@ impl<A: Aggregate> CommandBus<A> {
 
         let metadata = serde_json::to_string(&metadata.into_map())
             .map_err(|error| AggregateError::UnexpectedError(Box::new(error)))?;
-        let mut transaction = self.pool.begin().await.map_err(store_error)?;
+        let mut transaction = match effects.opening() {
+            Some(opening) => self.pool.begin_with(format!("BEGIN; {opening}")).await,
+            None => self.pool.begin().await,
+        }
+        .map_err(classify)?;
         for (offset, event) in events.iter().enumerate() {
             let payload = serde_json::to_string(event)
                 .map_err(|error| AggregateError::UnexpectedError(Box::new(error)))?;

@@ -114,21 +114,25 @@ impl SessionStore {
         let touch_cutoff = now - self.policy.touch_interval();
         let client = self.pool.get().await?;
         // Most requests only read: last_seen_at is written when it is older than the
-        // touch interval, so a busy session costs no commit to disk per request.
+        // touch interval, so a busy session costs no commit to disk per request. Every
+        // request runs this, so it is prepared once per connection.
+        let statement = client
+            .prepare_cached(&format!(
+                "WITH live AS (
+                     SELECT session_id, account_id, role, expires_at, last_seen_at
+                     FROM sessions WHERE token_hash = $1 AND {LIVE}
+                 ), touched AS (
+                     UPDATE sessions SET last_seen_at = $2
+                     FROM live
+                     WHERE sessions.session_id = live.session_id
+                       AND live.last_seen_at < $4
+                 )
+                 SELECT session_id, account_id, role, expires_at FROM live"
+            ))
+            .await?;
         let row = client
             .query_opt(
-                &format!(
-                    "WITH live AS (
-                         SELECT session_id, account_id, role, expires_at, last_seen_at
-                         FROM sessions WHERE token_hash = $1 AND {LIVE}
-                     ), touched AS (
-                         UPDATE sessions SET last_seen_at = $2
-                         FROM live
-                         WHERE sessions.session_id = live.session_id
-                           AND live.last_seen_at < $4
-                     )
-                     SELECT session_id, account_id, role, expires_at FROM live"
-                ),
+                &statement,
                 &[&token::hash(token), &now, &idle_cutoff, &touch_cutoff],
             )
             .await?;
@@ -155,11 +159,13 @@ impl SessionStore {
         let now = self.clock.now();
         let idle_cutoff = now - self.policy.idle_timeout;
         let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT 1 FROM sessions WHERE session_id = $1 AND {LIVE}"
+            ))
+            .await?;
         let row = client
-            .query_opt(
-                &format!("SELECT 1 FROM sessions WHERE session_id = $1 AND {LIVE}"),
-                &[&session_id, &now, &idle_cutoff],
-            )
+            .query_opt(&statement, &[&session_id, &now, &idle_cutoff])
             .await?;
         Ok(row.is_some())
     }

@@ -8,10 +8,11 @@ use medflow_domain::appointment::{Appointment, AppointmentEvent};
 use medflow_domain::availability::TimeRange;
 use medflow_infra::clock::SharedClock;
 use medflow_infra::events::StoredEvent;
+use medflow_projectors::framework::ReadModelTransaction;
 use medflow_projectors::Projection;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use tokio_postgres::Transaction;
+
 use uuid::Uuid;
 
 /// Minutes before the appointment start at which reminders fall due.
@@ -37,7 +38,7 @@ impl Projection for ReminderSchedule {
 
     async fn apply(
         &self,
-        transaction: &Transaction<'_>,
+        transaction: &ReadModelTransaction<'_>,
         event: &StoredEvent,
     ) -> anyhow::Result<()> {
         anyhow::ensure!(
@@ -147,7 +148,7 @@ pub fn message_id(appointment_id: Uuid, sequence: i64, offset_minutes: i32) -> S
 /// Inserts the three reminders of a booked time. A reminder already due when the
 /// booking is applied is stored as `skipped`: it is never sent late.
 async fn schedule(
-    transaction: &Transaction<'_>,
+    transaction: &ReadModelTransaction<'_>,
     booking: &Booking,
     now: DateTime<Utc>,
 ) -> anyhow::Result<()> {
@@ -183,7 +184,7 @@ async fn schedule(
 
 /// Marks every pending reminder of the appointment with `status`.
 async fn close_pending(
-    transaction: &Transaction<'_>,
+    transaction: &ReadModelTransaction<'_>,
     appointment_id: Uuid,
     status: &str,
     now: DateTime<Utc>,
@@ -200,7 +201,7 @@ async fn close_pending(
 
 /// Returns the latest scheduled time of the appointment.
 async fn current_booking(
-    transaction: &Transaction<'_>,
+    transaction: &ReadModelTransaction<'_>,
     appointment_id: Uuid,
 ) -> anyhow::Result<Option<Booking>> {
     let row = transaction
@@ -240,7 +241,7 @@ pub fn notification_id(parts: &[&str]) -> Uuid {
 
 /// Adds an in-app notification about the appointment for `recipient`.
 async fn notify(
-    transaction: &Transaction<'_>,
+    transaction: &ReadModelTransaction<'_>,
     recipient: Uuid,
     kind: &str,
     booking: &Booking,

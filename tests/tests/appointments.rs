@@ -763,6 +763,77 @@ async fn time_off_reports_bookings_and_cancels_none() {
     assert_eq!(problem_type(&body), "urn:medflow:problem:slot-unavailable");
 }
 
+/// Bookings sent while the doctor adds time off over their slots: each one either
+/// commits first and is listed among the affected appointments, or is rejected.
+#[tokio::test]
+async fn racing_bookings_reported_or_rejected() {
+    let clinic = Clinic::start().await;
+    let now = Utc::now();
+    for round in 0..3 {
+        let (doctor, doctor_token, _) = clinic
+            .fixtures
+            .verified_doctor("UTC", &every_day("08:00", "20:00"))
+            .await;
+        let mut patients = Vec::new();
+        for _ in 0..12 {
+            patients.push(clinic.fixtures.patient().await.1);
+        }
+        let day = now + TimeDelta::days(2 + round);
+        let slots = clinic
+            .slots(&patients[0], doctor, day, day + TimeDelta::days(1))
+            .await;
+        let slots = &slots[..patients.len()];
+        let time_off = json!({
+            "start": rfc3339(slots[0]),
+            "end": rfc3339(*slots.last().unwrap() + TimeDelta::minutes(30)),
+        });
+
+        let bookings = futures::future::join_all(
+            patients
+                .iter()
+                .zip(slots)
+                .map(|(token, start)| clinic.book(token, doctor, *start)),
+        );
+        let added = async {
+            // Let the first bookings pass their slot check before the time off lands.
+            tokio::time::sleep(Duration::from_millis(5 * round as u64)).await;
+            clinic
+                .api
+                .command_post(&doctor_token, "/doctors/me/time-off", time_off.clone())
+                .await
+        };
+        let (bookings, added) = tokio::join!(bookings, added);
+        assert_eq!(added.status(), StatusCode::CREATED);
+        let added: Value = added.json().await.unwrap();
+        let affected: Vec<&str> = added["affected_appointments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|id| id.as_str().unwrap())
+            .collect();
+
+        let mut booked = Vec::new();
+        for response in bookings {
+            let status = response.status();
+            let body: Value = response.json().await.unwrap();
+            match status {
+                StatusCode::CREATED => {
+                    booked.push(body["appointment_id"].as_str().unwrap().to_owned())
+                }
+                StatusCode::CONFLICT | StatusCode::UNPROCESSABLE_ENTITY => {}
+                other => panic!("booking answered {other}: {body}"),
+            }
+        }
+        booked.sort();
+        let mut reported: Vec<String> = affected.iter().map(|id| (*id).to_owned()).collect();
+        reported.sort();
+        assert_eq!(
+            booked, reported,
+            "round {round}: the bookings that committed are exactly the affected ones"
+        );
+    }
+}
+
 #[tokio::test]
 async fn zone_change_keeps_booked_instants() {
     let clinic = Clinic::start().await;

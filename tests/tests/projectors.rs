@@ -1,5 +1,6 @@
 //! Projectors: crash safety, idempotency, gap filling and rebuilds.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use cqrs_es::AggregateError;
@@ -7,7 +8,7 @@ use medflow_domain::account::{Account, AccountCommand, RegisterAccount};
 use medflow_domain::values::{AccountId, EmailIndex, Role, SealedValue};
 use medflow_infra::event_store::{CommandBus, EventMetadata};
 use medflow_infra::events::{StoredEvent, STORED_EVENT_COLUMNS};
-use medflow_projectors::framework::{apply_event, rebuild, Applied};
+use medflow_projectors::framework::{apply_event, apply_events, rebuild, Applied};
 use medflow_projectors::projections::accounts::AccountsProjection;
 use medflow_tests::process::ServiceProcess;
 use medflow_tests::wait::eventually;
@@ -199,7 +200,7 @@ async fn redelivered_event_changes_nothing() {
     let mut client = env.app_client().await;
     for event in &events {
         assert_eq!(
-            apply_event(&mut client, &AccountsProjection, event)
+            apply_event(&mut client, None, &AccountsProjection, event)
                 .await
                 .unwrap(),
             Applied::Applied
@@ -208,13 +209,47 @@ async fn redelivered_event_changes_nothing() {
     let before = snapshot(&env).await;
     for event in events.iter().rev() {
         assert_eq!(
-            apply_event(&mut client, &AccountsProjection, event)
+            apply_event(&mut client, None, &AccountsProjection, event)
                 .await
                 .unwrap(),
             Applied::Duplicate
         );
     }
     assert_eq!(snapshot(&env).await, before);
+}
+
+/// The live projector's path: one transaction for a batch that holds several events of
+/// each aggregate, on a pooled connection with prepared statements. A redelivered batch
+/// (here the same events again, in one transaction) changes nothing.
+#[tokio::test]
+async fn batch_applies_each_event_once() {
+    let env = TestEnv::new().await;
+    let bus = command_bus(&env).await;
+    let ids = write_account_histories(&bus, 3).await;
+    let mut events = Vec::new();
+    for id in &ids {
+        events.extend(stored_events(&env, id).await);
+    }
+    // Interleave the aggregates, as a topic partition may.
+    events.sort_by_key(|event| (event.sequence, event.aggregate_id.clone()));
+    let pool = medflow_infra::db::pg_pool(&SecretString::from(env.app_url()), 1).unwrap();
+    let mut client = pool.get().await.unwrap();
+    let statements = Arc::clone(&client.statement_cache);
+
+    let outcomes = apply_events(&mut client, Some(&statements), &AccountsProjection, &events)
+        .await
+        .unwrap();
+    assert_eq!(outcomes, vec![Applied::Applied; events.len()]);
+    assert!(statements.size() > 0, "the statements were not prepared");
+    let applied = snapshot(&env).await;
+    let expected: Vec<String> = ids.iter().map(|id| format!("{id}:4")).collect();
+    assert_eq!(applied.1, expected);
+
+    let outcomes = apply_events(&mut client, Some(&statements), &AccountsProjection, &events)
+        .await
+        .unwrap();
+    assert_eq!(outcomes, vec![Applied::Duplicate; events.len()]);
+    assert_eq!(snapshot(&env).await, applied);
 }
 
 #[tokio::test]
@@ -225,7 +260,7 @@ async fn missing_events_are_read_from_the_store() {
     let events = stored_events(&env, &ids[0]).await;
     let mut client = env.app_client().await;
     // Only the last event arrives; the first three must be filled in from the store.
-    apply_event(&mut client, &AccountsProjection, &events[3])
+    apply_event(&mut client, None, &AccountsProjection, &events[3])
         .await
         .unwrap();
     let (directory, offsets) = snapshot(&env).await;

@@ -297,7 +297,7 @@ async fn redelivered_booking_schedules_nothing_new() {
     let schedule = ReminderSchedule {
         clock: office.clock.clone(),
     };
-    let applied = medflow_projectors::framework::apply_event(&mut client, &schedule, &event)
+    let applied = medflow_projectors::framework::apply_event(&mut client, None, &schedule, &event)
         .await
         .unwrap();
     assert_eq!(applied, medflow_projectors::framework::Applied::Duplicate);

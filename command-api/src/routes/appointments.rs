@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use super::{metadata, record_aggregate};
 use crate::error::{from_appointment_error, from_doctor_error};
-use crate::reservations::{CheckedProfile, ReservationEffects};
+use crate::reservations::{CheckedProfile, Reservation, ReservationEffects};
 use crate::state::AppState;
 use crate::state::SharedState;
 
@@ -101,8 +101,7 @@ pub async fn book(
     };
 
     let slot = slot_at(start)?;
-    let (time_zone, checked) = check_slot(&state, doctor, &slot, None).await?;
-    check_patient_free(&state, patient, &slot, None).await?;
+    let (time_zone, checked) = check_slot(&state, doctor, patient, &slot, None).await?;
 
     let appointment_id = Uuid::new_v4();
     let command = AppointmentCommand::Book {
@@ -114,15 +113,18 @@ pub async fn book(
     let effects = ReservationEffects {
         checked: Some(checked),
     };
-    let committed = execute(
-        &state,
-        &request,
-        &auth.session,
-        appointment_id,
-        command,
-        &effects,
-    )
-    .await?;
+    let aggregate_id = appointment_id.to_string();
+    record_aggregate(&request, &aggregate_id);
+    let committed = state
+        .appointments
+        .create_with(
+            &aggregate_id,
+            command,
+            metadata(Some(&auth.session)),
+            &effects,
+        )
+        .await
+        .map_err(from_appointment_error)?;
     tracing::info!(
         %appointment_id,
         doctor_id = %doctor,
@@ -167,8 +169,8 @@ pub async fn reschedule(
     };
 
     let slot = slot_at(start)?;
-    let (time_zone, checked) = check_slot(&state, doctor, &slot, Some(appointment_id)).await?;
-    check_patient_free(&state, patient, &slot, Some(appointment_id)).await?;
+    let (time_zone, checked) =
+        check_slot(&state, doctor, patient, &slot, Some(appointment_id)).await?;
 
     let command = AppointmentCommand::Reschedule {
         to: slot,
@@ -229,12 +231,14 @@ fn slot_at(start: DateTime<Utc>) -> Result<TimeRange, ApiError> {
 }
 
 /// Checks the slot with the availability rule that also builds the slot list, against
-/// the doctor's profile and reservations as committed now. `moving` is the appointment
-/// being rescheduled, whose own reservation does not count as a conflict. Returns the
+/// the doctor's profile and reservations as committed now, and rejects it when it
+/// overlaps another appointment of the patient. `moving` is the appointment being
+/// rescheduled, whose own reservation does not count as a conflict. Returns the
 /// doctor's time zone and the profile version that the commit must still find.
 async fn check_slot(
     state: &AppState,
     doctor: AccountId,
+    patient: AccountId,
     slot: &TimeRange,
     moving: Option<Uuid>,
 ) -> Result<(String, CheckedProfile), ApiError> {
@@ -261,47 +265,33 @@ async fn check_slot(
         slot.start() - TimeDelta::days(1),
         slot.end() + TimeDelta::days(1),
     )?;
-    let booked: Vec<TimeRange> = state
+    let overlapping = state
         .reservations
-        .for_doctor(doctor, &around)
+        .for_doctor_and_patient(doctor, &around, patient, slot)
         .await
-        .map_err(ApiError::internal)?
-        .into_iter()
-        .filter(|reservation| Some(reservation.appointment_id) != moving)
-        .map(|reservation| reservation.range)
-        .collect();
+        .map_err(ApiError::internal)?;
+    let others = |reservations: Vec<Reservation>| {
+        reservations
+            .into_iter()
+            .filter(|reservation| Some(reservation.appointment_id) != moving)
+            .map(|reservation| reservation.range)
+            .collect::<Vec<TimeRange>>()
+    };
     schedule
         .is_bookable(
             slot.start(),
-            &booked,
+            &others(overlapping.doctor),
             state.clock.now(),
             &state.booking_policy,
         )
         .map_err(|rejection| slot_problem(slot.start(), rejection))?;
+    if !others(overlapping.patient).is_empty() {
+        return Err(patient_overlap());
+    }
     Ok((
         schedule.time_zone.name().to_owned(),
         CheckedProfile { doctor, sequence },
     ))
-}
-
-/// Rejects a slot that overlaps another appointment of the patient.
-async fn check_patient_free(
-    state: &AppState,
-    patient: AccountId,
-    slot: &TimeRange,
-    moving: Option<Uuid>,
-) -> Result<(), ApiError> {
-    let busy = state
-        .reservations
-        .for_patient(patient, slot)
-        .await
-        .map_err(ApiError::internal)?
-        .into_iter()
-        .any(|reservation| Some(reservation.appointment_id) != moving);
-    if busy {
-        return Err(patient_overlap());
-    }
-    Ok(())
 }
 
 pub fn slot_taken() -> ApiError {

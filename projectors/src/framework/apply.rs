@@ -1,7 +1,8 @@
+use deadpool_postgres::StatementCache;
 use medflow_infra::events::{StoredEvent, STORED_EVENT_COLUMNS};
-use tokio_postgres::{Client, Transaction};
+use tokio_postgres::Client;
 
-use super::{lock_key, Projection};
+use super::{lock_key, Projection, ReadModelTransaction};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
@@ -14,28 +15,64 @@ pub enum Applied {
 /// Applies `event` exactly once: the projection's last sequence for the aggregate is
 /// read and advanced in the same transaction as the read-model change. If earlier
 /// events of the aggregate never arrived, they are read from the event store first,
-/// so the read model never skips a sequence.
+/// so the read model never skips a sequence. With `statements`, the cache of the
+/// client's connection, every statement is prepared once and reused.
 pub async fn apply_event(
     client: &mut Client,
+    statements: Option<&StatementCache>,
     projection: &dyn Projection,
     event: &StoredEvent,
 ) -> anyhow::Result<Applied> {
+    let outcomes =
+        apply_events(client, statements, projection, std::slice::from_ref(event)).await?;
+    Ok(outcomes[0])
+}
+
+/// Applies `events` in order like [`apply_event`], all in one transaction, so a batch
+/// costs one commit; returns the outcome of each. On error nothing of the batch is
+/// stored.
+pub async fn apply_events(
+    client: &mut Client,
+    statements: Option<&StatementCache>,
+    projection: &dyn Projection,
+    events: &[StoredEvent],
+) -> anyhow::Result<Vec<Applied>> {
     let transaction = client.transaction().await?;
-    transaction
-        .execute(
-            "SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))",
-            &[&lock_key(projection.name())],
-        )
-        .await?;
+    let outcomes = {
+        let writer = match statements {
+            Some(statements) => ReadModelTransaction::prepared(&transaction, statements),
+            None => ReadModelTransaction::unprepared(&transaction),
+        };
+        writer
+            .execute(
+                "SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))",
+                &[&lock_key(projection.name())],
+            )
+            .await?;
+        let mut outcomes = Vec::with_capacity(events.len());
+        for event in events {
+            outcomes.push(apply_in(&writer, projection, event).await?);
+        }
+        outcomes
+    };
+    transaction.commit().await?;
+    Ok(outcomes)
+}
+
+/// Applies one event inside a transaction that holds the projection lock.
+async fn apply_in(
+    transaction: &ReadModelTransaction<'_>,
+    projection: &dyn Projection,
+    event: &StoredEvent,
+) -> anyhow::Result<Applied> {
     let last = last_sequence(
-        &transaction,
+        transaction,
         projection.name(),
         &event.aggregate_type,
         &event.aggregate_id,
     )
     .await?;
     if event.sequence <= last {
-        transaction.commit().await?;
         return Ok(Applied::Duplicate);
     }
     if event.sequence > last + 1 {
@@ -46,25 +83,24 @@ pub async fn apply_event(
             to = event.sequence - 1,
             "events missing from the stream; reading them from the event store"
         );
-        for missing in missing_events(&transaction, event, last).await? {
-            projection.apply(&transaction, &missing).await?;
+        for missing in missing_events(transaction, event, last).await? {
+            projection.apply(transaction, &missing).await?;
         }
     }
-    projection.apply(&transaction, event).await?;
+    projection.apply(transaction, event).await?;
     save_sequence(
-        &transaction,
+        transaction,
         projection.name(),
         &event.aggregate_type,
         &event.aggregate_id,
         event.sequence,
     )
     .await?;
-    transaction.commit().await?;
     Ok(Applied::Applied)
 }
 
 async fn last_sequence(
-    transaction: &Transaction<'_>,
+    transaction: &ReadModelTransaction<'_>,
     projection: &str,
     aggregate_type: &str,
     aggregate_id: &str,
@@ -81,7 +117,7 @@ async fn last_sequence(
 }
 
 pub(super) async fn save_sequence(
-    transaction: &Transaction<'_>,
+    transaction: &ReadModelTransaction<'_>,
     projection: &str,
     aggregate_type: &str,
     aggregate_id: &str,
@@ -100,7 +136,7 @@ pub(super) async fn save_sequence(
 }
 
 async fn missing_events(
-    transaction: &Transaction<'_>,
+    transaction: &ReadModelTransaction<'_>,
     event: &StoredEvent,
     after_sequence: i64,
 ) -> anyhow::Result<Vec<StoredEvent>> {

@@ -7,15 +7,16 @@ pub mod progress;
 mod rebuild;
 pub mod rebuild_check;
 mod runner;
+mod transaction;
 
-pub use apply::{apply_event, Applied};
+pub use apply::{apply_event, apply_events, Applied};
 pub use rebuild::rebuild;
 pub use rebuild_check::{check_read_models, CheckReport};
 pub use runner::{group_id, run};
+pub use transaction::ReadModelTransaction;
 
 use async_trait::async_trait;
 use medflow_infra::events::StoredEvent;
-use tokio_postgres::Transaction;
 
 /// A read model derived from events.
 #[async_trait]
@@ -34,8 +35,11 @@ pub trait Projection: Send + Sync + 'static {
     /// Applies one event inside the framework's transaction. Events reach it in sequence
     /// order per aggregate, and its changes commit at most once per (aggregate, sequence);
     /// a failed transaction is rolled back and the event applied again.
-    async fn apply(&self, transaction: &Transaction<'_>, event: &StoredEvent)
-        -> anyhow::Result<()>;
+    async fn apply(
+        &self,
+        transaction: &ReadModelTransaction<'_>,
+        event: &StoredEvent,
+    ) -> anyhow::Result<()>;
 }
 
 /// Advisory lock key shared by a projection's writers (shared mode) and its rebuild

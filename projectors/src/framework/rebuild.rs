@@ -4,7 +4,7 @@ use medflow_infra::events::{StoredEvent, STORED_EVENT_COLUMNS};
 use tokio_postgres::{Client, Transaction};
 
 use super::apply::save_sequence;
-use super::{lock_key, Projection};
+use super::{lock_key, Projection, ReadModelTransaction};
 
 /// Rows fetched per round trip while replaying; bounds memory for any event count.
 const FETCH_SIZE: i64 = 2000;
@@ -33,13 +33,14 @@ pub async fn rebuild(client: &mut Client, projection: &dyn Projection) -> anyhow
         )
         .await?;
 
+    let writer = ReadModelTransaction::unprepared(&transaction);
     let replayed = replay_events(
         &transaction,
         projection,
         ReplayScope::AllEvents,
         async |events: &[StoredEvent]| {
             for event in events {
-                projection.apply(&transaction, event).await?;
+                projection.apply(&writer, event).await?;
             }
             Ok(())
         },
@@ -47,7 +48,7 @@ pub async fn rebuild(client: &mut Client, projection: &dyn Projection) -> anyhow
     .await?;
     for ((aggregate_type, aggregate_id), sequence) in &replayed.last_sequences {
         save_sequence(
-            &transaction,
+            &writer,
             projection.name(),
             aggregate_type,
             aggregate_id,

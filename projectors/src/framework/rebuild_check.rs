@@ -45,7 +45,7 @@ use tokio_postgres::{Client, IsolationLevel, Transaction};
 
 use super::apply::save_sequence;
 use super::rebuild::{replay_events, ReplayScope};
-use super::Projection;
+use super::{Projection, ReadModelTransaction};
 
 /// Maximum number of primary keys listed per table and direction.
 pub const MAX_REPORTED_KEYS: i64 = 20;
@@ -257,8 +257,9 @@ async fn rebuild_and_compare(
         ReplayScope::AppliedByLiveProjector,
         async |events: &[StoredEvent]| {
             let batch = scratch.transaction().await?;
+            let writer = ReadModelTransaction::unprepared(&batch);
             for event in events {
-                projection.apply(&batch, event).await.with_context(|| {
+                projection.apply(&writer, event).await.with_context(|| {
                     format!(
                         "replaying {} sequence {} of {} {} into the scratch tables failed",
                         event.event_type, event.sequence, event.aggregate_type, event.aggregate_id
@@ -271,10 +272,11 @@ async fn rebuild_and_compare(
     )
     .await?;
     let offsets = scratch.transaction().await?;
+    let writer = ReadModelTransaction::unprepared(&offsets);
     for ((aggregate_type, aggregate_id), sequence) in &replayed.last_sequences {
         // Unqualified, so search_path sends it to the scratch projection_offsets.
         save_sequence(
-            &offsets,
+            &writer,
             projection.name(),
             aggregate_type,
             aggregate_id,

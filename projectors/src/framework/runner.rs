@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
+use futures::FutureExt;
 use medflow_infra::config::KafkaSettings;
 use medflow_infra::events::StoredEvent;
 use medflow_infra::kafka;
@@ -15,10 +16,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::metrics::ProjectorMetrics;
 use super::progress::{ProgressBoard, Sample};
-use super::{apply_event, Applied, Projection};
+use super::{apply_events, Applied, Projection};
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const LAG_REFRESH: Duration = Duration::from_secs(5);
+/// Maximum number of messages applied in one read-model transaction. Under load a batch
+/// takes what has already arrived, so one commit serves many events. A batch never
+/// waits for more messages.
+const MAX_BATCH: usize = 256;
 
 /// Consumer group of a projection.
 pub fn group_id(settings: &KafkaSettings, projection: &str) -> String {
@@ -63,11 +68,11 @@ pub async fn run(
         shutdown.clone(),
     ));
     loop {
-        let message = tokio::select! {
+        let first = tokio::select! {
             _ = shutdown.cancelled() => break,
             received = consumer.recv() => received,
         };
-        let message = match message {
+        let first = match first {
             Ok(message) => message,
             Err(error) => {
                 tracing::warn!(projection = name, %error, "Kafka receive failed; retrying");
@@ -75,11 +80,25 @@ pub async fn run(
                 continue;
             }
         };
-        if !handle(&*projection, &pool, &message, &metrics, &shutdown).await {
+        // Messages that already arrived join the batch; none is waited for.
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match consumer.recv().now_or_never() {
+                Some(Ok(message)) => batch.push(message),
+                Some(Err(error)) => {
+                    tracing::warn!(projection = name, %error, "Kafka receive failed");
+                    break;
+                }
+                None => break,
+            }
+        }
+        if !handle(&*projection, &pool, &batch, &metrics, &shutdown).await {
             break;
         }
-        if let Err(error) = consumer.store_offset_from_message(&message) {
-            tracing::warn!(projection = name, %error, "storing the consumer offset failed");
+        for message in &batch {
+            if let Err(error) = consumer.store_offset_from_message(message) {
+                tracing::warn!(projection = name, %error, "storing the consumer offset failed");
+            }
         }
     }
     lag_task.abort();
@@ -91,26 +110,22 @@ pub async fn run(
     Ok(())
 }
 
-/// Applies one message; returns false only when shutdown interrupted the retries.
-async fn handle(
-    projection: &dyn Projection,
-    pool: &Pool,
+/// Decodes a message; `None` (logged and counted) for a record that can never apply.
+fn decode(
+    name: &str,
     message: &BorrowedMessage<'_>,
     metrics: &ProjectorMetrics,
-    shutdown: &CancellationToken,
-) -> bool {
-    let name = projection.name();
+) -> Option<StoredEvent> {
     let decoded = match message.payload() {
         None => Err("empty payload".to_owned()),
         Some(payload) => serde_json::from_slice::<StoredEvent>(payload)
             .map(StoredEvent::upcast)
             .map_err(|error| error.to_string()),
     };
-    let event = match decoded {
-        Ok(event) => event,
+    match decoded {
+        Ok(event) => Some(event),
         Err(reason) => {
-            // A record that cannot be decoded will never apply; retrying would stall the
-            // partition forever, so it is logged and skipped.
+            // Retrying would stall the partition forever, so it is logged and skipped.
             metrics.failures.with_label_values(&[name]).inc();
             tracing::error!(
                 projection = name,
@@ -120,22 +135,77 @@ async fn handle(
                 reason,
                 "undecodable record skipped"
             );
-            return true;
+            None
         }
-    };
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let attempt = async {
-            let mut client = pool.get().await?;
-            apply_event(&mut client, projection, &event).await
-        };
-        match attempt.await {
-            Ok(Applied::Applied) => {
-                metrics.applied.with_label_values(&[name]).inc();
+    }
+}
+
+/// Applies a batch of messages in one transaction. If that fails, the events are
+/// applied one by one, each retried with backoff until it succeeds, so the events
+/// before a failing one are not held back with it. Returns false only when shutdown
+/// interrupted the retries.
+async fn handle(
+    projection: &dyn Projection,
+    pool: &Pool,
+    batch: &[BorrowedMessage<'_>],
+    metrics: &ProjectorMetrics,
+    shutdown: &CancellationToken,
+) -> bool {
+    let name = projection.name();
+    let events: Vec<StoredEvent> = batch
+        .iter()
+        .filter_map(|message| decode(name, message, metrics))
+        .collect();
+    if events.len() > 1 {
+        match apply_once(projection, pool, &events).await {
+            Ok(outcomes) => {
+                count(metrics, name, &outcomes);
                 return true;
             }
-            Ok(Applied::Duplicate) => {
-                metrics.duplicates.with_label_values(&[name]).inc();
+            Err(error) => {
+                metrics.failures.with_label_values(&[name]).inc();
+                tracing::warn!(
+                    projection = name,
+                    events = events.len(),
+                    error = format!("{error:#}"),
+                    "applying a batch failed; applying its events one by one"
+                );
+            }
+        }
+    }
+    for event in &events {
+        if !apply_retrying(projection, pool, event, metrics, shutdown).await {
+            return false;
+        }
+    }
+    true
+}
+
+async fn apply_once(
+    projection: &dyn Projection,
+    pool: &Pool,
+    events: &[StoredEvent],
+) -> anyhow::Result<Vec<Applied>> {
+    let mut client = pool.get().await?;
+    let statements = Arc::clone(&client.statement_cache);
+    apply_events(&mut client, Some(&statements), projection, events).await
+}
+
+/// Applies one event, retrying with backoff until it succeeds; returns false only when
+/// shutdown interrupted the retries.
+async fn apply_retrying(
+    projection: &dyn Projection,
+    pool: &Pool,
+    event: &StoredEvent,
+    metrics: &ProjectorMetrics,
+    shutdown: &CancellationToken,
+) -> bool {
+    let name = projection.name();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match apply_once(projection, pool, std::slice::from_ref(event)).await {
+            Ok(outcomes) => {
+                count(metrics, name, &outcomes);
                 return true;
             }
             Err(error) => {
@@ -148,6 +218,16 @@ async fn handle(
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
+    }
+}
+
+fn count(metrics: &ProjectorMetrics, name: &str, outcomes: &[Applied]) {
+    for outcome in outcomes {
+        let counter = match outcome {
+            Applied::Applied => &metrics.applied,
+            Applied::Duplicate => &metrics.duplicates,
+        };
+        counter.with_label_values(&[name]).inc();
     }
 }
 

@@ -3,9 +3,10 @@
 use async_trait::async_trait;
 use medflow_domain::account::{Account, AccountEvent};
 use medflow_infra::events::StoredEvent;
-use tokio_postgres::Transaction;
+
 use uuid::Uuid;
 
+use crate::framework::ReadModelTransaction;
 use crate::Projection;
 
 pub struct AccountsProjection;
@@ -26,7 +27,7 @@ impl Projection for AccountsProjection {
 
     async fn apply(
         &self,
-        transaction: &Transaction<'_>,
+        transaction: &ReadModelTransaction<'_>,
         event: &StoredEvent,
     ) -> anyhow::Result<()> {
         anyhow::ensure!(
@@ -76,7 +77,7 @@ impl Projection for AccountsProjection {
 }
 
 async fn set_status(
-    transaction: &Transaction<'_>,
+    transaction: &ReadModelTransaction<'_>,
     account_id: Uuid,
     status: &str,
     suspension_reason: Option<serde_json::Value>,

@@ -7,9 +7,10 @@ use chrono::{DateTime, Utc};
 use medflow_domain::appointment::{Appointment, AppointmentEvent, VideoActivity};
 use medflow_infra::events::StoredEvent;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::Transaction;
+
 use uuid::Uuid;
 
+use crate::framework::ReadModelTransaction;
 use crate::Projection;
 
 pub struct AppointmentsProjection;
@@ -30,7 +31,7 @@ impl Projection for AppointmentsProjection {
 
     async fn apply(
         &self,
-        transaction: &Transaction<'_>,
+        transaction: &ReadModelTransaction<'_>,
         event: &StoredEvent,
     ) -> anyhow::Result<()> {
         anyhow::ensure!(

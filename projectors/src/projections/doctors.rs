@@ -5,9 +5,10 @@ use async_trait::async_trait;
 use medflow_domain::doctor::{DoctorEvent, DoctorProfile};
 use medflow_infra::events::StoredEvent;
 use serde_json::{json, Value};
-use tokio_postgres::Transaction;
+
 use uuid::Uuid;
 
+use crate::framework::ReadModelTransaction;
 use crate::Projection;
 
 pub struct DoctorsProjection;
@@ -28,7 +29,7 @@ impl Projection for DoctorsProjection {
 
     async fn apply(
         &self,
-        transaction: &Transaction<'_>,
+        transaction: &ReadModelTransaction<'_>,
         event: &StoredEvent,
     ) -> anyhow::Result<()> {
         anyhow::ensure!(
