@@ -4,11 +4,14 @@
 //! batched query each time the database announces a commit of the `appointments`
 //! projection on the `read_models` channel (and every `FALLBACK_POLL` in case an
 //! announcement is lost), until the projection has applied that aggregate's sequence.
+//! A lag runs from the response's wall-clock time to the database clock read by that
+//! query, on the same machine's clock.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use tokio_postgres::AsyncMessage;
@@ -29,8 +32,8 @@ pub struct LagReport {
     pub histogram: Histogram<u64>,
     pub missing: u64,
     pub failures: Failures,
-    /// Maximum and mean time one query of `projection_offsets` took; every lag value
-    /// includes the duration of the query that saw it.
+    /// Maximum and mean time one query of `projection_offsets` took. A lag value ends
+    /// inside the query that saw it, after the query's snapshot.
     pub longest_poll: Duration,
     pub mean_poll: Duration,
     pub command_latency: Histogram<u64>,
@@ -96,7 +99,8 @@ impl LagReport {
 
 /// A command waiting for its projection: aggregate id, sequence, and when the command
 /// API responded.
-type Pending = Vec<(String, i64, Instant)>;
+/// Aggregate id, sequence and the wall-clock time of the command's response.
+type Pending = Vec<(String, i64, DateTime<Utc>)>;
 
 struct LaneState {
     lane: Lane,
@@ -168,6 +172,7 @@ pub async fn run(
             let mut state = lane.lock().await;
             let outcome = next_command(&mut state, &command_url).await;
             let answered = Instant::now();
+            let answered_at = Utc::now();
             drop(state);
             match outcome {
                 Ok((aggregate_id, sequence)) if measured => {
@@ -176,7 +181,7 @@ pub async fn run(
                     pending
                         .lock()
                         .unwrap()
-                        .push((aggregate_id, sequence as i64, answered));
+                        .push((aggregate_id, sequence as i64, answered_at));
                 }
                 Ok(_) => {}
                 Err(cause) => failures.lock().unwrap().record(cause),
@@ -245,7 +250,9 @@ async fn next_command(state: &mut LaneState, command_url: &str) -> Result<(Strin
 /// Reads the projection offsets of every pending command with one query after each
 /// announced commit of the `appointments` projection, records the lag of each command
 /// the projection has reached, and returns the longest and the mean query duration. A
-/// lag is measured when the query returns, so it includes that query's duration.
+/// lag ends at PostgreSQL's `clock_timestamp()` in the query's result, read after its
+/// snapshot: a commit the query sees happened before it, so the value is an upper bound
+/// that leaves out the time the result takes to reach the watcher.
 async fn watch(
     owner_url: String,
     pending: Arc<Mutex<Pending>>,
@@ -270,7 +277,7 @@ async fn watch(
     client.batch_execute("LISTEN read_models").await?;
     let statement = client
         .prepare(
-            "SELECT aggregate_id, last_sequence FROM projection_offsets
+            "SELECT aggregate_id, last_sequence, clock_timestamp() FROM projection_offsets
              WHERE projection = 'appointments' AND aggregate_type = 'appointment'
                AND aggregate_id = ANY($1)",
         )
@@ -301,14 +308,17 @@ async fn watch(
         longest = longest.max(seen - sent);
         polling += seen - sent;
         polls += 1;
-        let reached: HashMap<String, i64> = rows
+        let reached: HashMap<String, (i64, DateTime<Utc>)> = rows
             .iter()
-            .map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1)))
+            .map(|row| (row.get::<_, String>(0), (row.get(1), row.get(2))))
             .collect();
         let mut lags = lags.lock().unwrap();
         pending.lock().unwrap().retain(|(id, sequence, answered)| {
-            if reached.get(id).is_some_and(|last| last >= sequence) {
-                let micros = seen.saturating_duration_since(*answered).as_micros().max(1) as u64;
+            if let Some((_, read_at)) = reached.get(id).filter(|(last, _)| last >= sequence) {
+                let micros = (*read_at - *answered)
+                    .num_microseconds()
+                    .unwrap_or(0)
+                    .max(1) as u64;
                 let _ = lags.record(micros);
                 false
             } else {
