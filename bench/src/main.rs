@@ -136,6 +136,8 @@ enum Scenario {
     BookingThroughput,
     /// Time from a command's response until the appointments projection applied it.
     ProjectionLag,
+    /// Both command scenarios, one after the other, as `all` runs them.
+    Commands,
     /// Reminders falling due within one minute, sent over SMTP by the reminder service.
     ReminderBurst,
     /// `medflow audit replay`, `medflow audit verify` and `GET /audit/records` over
@@ -152,6 +154,8 @@ impl Scenario {
         self == other
             || self == Scenario::All
             || (self == Scenario::Queries && matches!(other, Scenario::Directory | Scenario::Slots))
+            || (self == Scenario::Commands
+                && matches!(other, Scenario::BookingThroughput | Scenario::ProjectionLag))
     }
 }
 

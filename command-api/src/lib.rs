@@ -4,6 +4,7 @@
 pub mod configuration;
 pub mod error;
 pub mod openapi;
+pub mod profiles;
 pub mod rate_limit;
 pub mod reservations;
 pub mod routes;

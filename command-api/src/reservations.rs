@@ -247,30 +247,51 @@ impl Reservations {
         Self { pool }
     }
 
-    /// Returns, in one query, the doctor's reservations that overlap `doctor_window`
-    /// and the patient's that overlap `patient_window`, each oldest first.
-    pub async fn for_doctor_and_patient(
+    /// Returns, in one query, the doctor's reservations that overlap `doctor_window`,
+    /// the patient's that overlap `patient_window`, each oldest first, and the sequence
+    /// of the doctor profile's last event.
+    pub async fn around_booking(
         &self,
         doctor: AccountId,
         doctor_window: &TimeRange,
         patient: AccountId,
         patient_window: &TimeRange,
-    ) -> Result<Overlapping, sqlx::Error> {
-        let rows: Vec<(Uuid, PgRange<DateTime<Utc>>, bool, bool)> = sqlx::query_as(
-            "SELECT appointment_id, during, \
-                    doctor_id = $1 AND during && $2, patient_id = $3 AND during && $4 \
-             FROM appointment_reservations \
-             WHERE (doctor_id = $1 AND during && $2) OR (patient_id = $3 AND during && $4) \
-             ORDER BY lower(during), appointment_id",
+    ) -> Result<AroundBooking, sqlx::Error> {
+        type Row = (
+            i64,
+            Option<Uuid>,
+            Option<PgRange<DateTime<Utc>>>,
+            Option<bool>,
+            Option<bool>,
+        );
+        // The profile row always exists, so the sequence comes back with no reservation.
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT profile.sequence, held.appointment_id, held.during, held.of_doctor, held.of_patient \
+             FROM (SELECT coalesce(max(sequence), 0) AS sequence FROM events \
+                   WHERE aggregate_type = $5 AND aggregate_id = $6) AS profile \
+             LEFT JOIN LATERAL ( \
+                 SELECT appointment_id, during, \
+                        doctor_id = $1 AND during && $2 AS of_doctor, \
+                        patient_id = $3 AND during && $4 AS of_patient \
+                 FROM appointment_reservations \
+                 WHERE (doctor_id = $1 AND during && $2) OR (patient_id = $3 AND during && $4) \
+             ) AS held ON true \
+             ORDER BY lower(held.during), held.appointment_id",
         )
         .bind(doctor.0)
         .bind(pg_range(doctor_window))
         .bind(patient.0)
         .bind(pg_range(patient_window))
+        .bind(DoctorProfile::TYPE)
+        .bind(doctor.to_string())
         .fetch_all(&self.pool)
         .await?;
-        let mut overlapping = Overlapping::default();
-        for (appointment_id, during, of_doctor, of_patient) in rows {
+        let mut around = AroundBooking::default();
+        for (sequence, appointment_id, during, of_doctor, of_patient) in rows {
+            around.profile_sequence = sequence as usize;
+            let (Some(appointment_id), Some(during)) = (appointment_id, during) else {
+                continue;
+            };
             let range = to_time_range(&during).ok_or_else(|| {
                 sqlx::Error::Protocol(format!(
                     "reservation {appointment_id} has an unbounded interval"
@@ -280,22 +301,25 @@ impl Reservations {
                 appointment_id,
                 range,
             };
-            if of_patient {
-                overlapping.patient.push(reservation.clone());
+            if of_patient == Some(true) {
+                around.patient.push(reservation.clone());
             }
-            if of_doctor {
-                overlapping.doctor.push(reservation);
+            if of_doctor == Some(true) {
+                around.doctor.push(reservation);
             }
         }
-        Ok(overlapping)
+        Ok(around)
     }
 }
 
-/// Reservations of a doctor and of a patient around a slot.
+/// Reservations of a doctor and of a patient around a slot, and the doctor profile's
+/// version when they were read.
 #[derive(Debug, Default)]
-pub struct Overlapping {
+pub struct AroundBooking {
     pub doctor: Vec<Reservation>,
     pub patient: Vec<Reservation>,
+    /// Sequence of the doctor profile's last event (0 without a profile).
+    pub profile_sequence: usize,
 }
 
 fn to_time_range(range: &PgRange<DateTime<Utc>>) -> Option<TimeRange> {

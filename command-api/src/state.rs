@@ -23,6 +23,7 @@ use medflow_infra::crypto::keys::MasterKeys;
 use medflow_infra::db;
 use medflow_infra::sessions::SessionPolicy;
 
+use crate::profiles::ProfileCache;
 use crate::rate_limit::LoginLimiter;
 use crate::reservations::Reservations;
 use crate::CommandApiSettings;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub appointments: CommandBus<Appointment>,
     /// Calendar intervals held by booked appointments, as committed.
     pub reservations: Reservations,
+    /// Doctor profiles by version, for checking bookings.
+    pub profiles: ProfileCache,
     pub booking_policy: BookingPolicy,
     pub video_tokens: VideoTokenIssuer,
     pub webhooks: WebhookVerifier,
@@ -51,6 +54,9 @@ pub struct AppState {
 }
 
 pub type SharedState = Arc<AppState>;
+
+/// Doctor profiles kept in memory, a few kilobytes each (an estimate).
+const PROFILE_CACHE_SIZE: std::num::NonZeroUsize = std::num::NonZeroUsize::new(4096).unwrap();
 
 /// When the patient and the doctor may join an appointment's video room, relative to
 /// its slot.
@@ -85,6 +91,7 @@ impl AppState {
             doctors: CommandBus::<DoctorProfile>::new(sqlx_pool.clone(), ()),
             appointments: CommandBus::<Appointment>::new(sqlx_pool.clone(), ()),
             reservations: Reservations::new(sqlx_pool),
+            profiles: ProfileCache::new(PROFILE_CACHE_SIZE),
             booking_policy: settings.booking.policy()?,
             video_tokens: VideoTokenIssuer::new(&settings.livekit)?,
             webhooks: WebhookVerifier::new(&settings.livekit),

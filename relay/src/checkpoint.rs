@@ -30,15 +30,24 @@ pub async fn save(
     relay_name: &str,
     checkpoint: Checkpoint,
 ) -> Result<(), tokio_postgres::Error> {
-    client
-        .execute(
+    let statement = client
+        .prepare_cached(
             "INSERT INTO relay_checkpoints (relay_name, transaction_id, global_position, updated_at)
              VALUES ($1, $2::text::xid8, $3, now())
              ON CONFLICT (relay_name) DO UPDATE
                SET transaction_id = EXCLUDED.transaction_id,
                    global_position = EXCLUDED.global_position,
                    updated_at = EXCLUDED.updated_at",
-            &[&relay_name, &checkpoint.transaction_id.to_string(), &checkpoint.global_position],
+        )
+        .await?;
+    client
+        .execute(
+            &statement,
+            &[
+                &relay_name,
+                &checkpoint.transaction_id.to_string(),
+                &checkpoint.global_position,
+            ],
         )
         .await?;
     Ok(())

@@ -20,9 +20,11 @@ pub async fn next_batch(
          ORDER BY transaction_id, global_position
          LIMIT $3"
     );
+    // Prepared once per connection: the relay runs this on every poll.
+    let statement = client.prepare_cached(&query).await?;
     let rows = client
         .query(
-            &query,
+            &statement,
             &[
                 &after.transaction_id.to_string(),
                 &after.global_position,

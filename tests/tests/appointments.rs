@@ -433,14 +433,19 @@ async fn unverified_and_suspended_doctors_cannot_be_booked() {
         .await;
     let (_, token) = clinic.fixtures.patient().await;
     let now = Utc::now();
-    let slot = clinic
+    let slots = clinic
         .slots(
             &token,
             doctor,
             now + TimeDelta::days(2),
             now + TimeDelta::days(3),
         )
-        .await[0];
+        .await;
+    // A booking before the suspension leaves the verified profile in the command API's
+    // memory; the suspension must still apply to the next booking.
+    let (_, earlier) = clinic.fixtures.patient().await;
+    clinic.book_ok(&earlier, doctor, slots[1]).await;
+    let slot = slots[0];
     clinic.fixtures.suspend(doctor).await;
     let response = clinic.book(&token, doctor, slot).await;
     let body = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;

@@ -272,6 +272,17 @@ async fn replay_by_patient_is_complete_and_ordered() {
         )
         .await;
     assert_eq!(own.status(), StatusCode::OK);
+    // A's cancellation is a later event of the appointment, whose own payload does not
+    // name the patient.
+    let cancelled = trail
+        .api
+        .command_post(
+            &scene.token_a,
+            &format!("/appointments/{}/cancellation", scene.appointment_a),
+            json!({"reason": "Cannot make it after all."}),
+        )
+        .await;
+    assert_eq!(cancelled.status(), StatusCode::ACCEPTED);
     let compliance = trail.compliance_token().await;
 
     let records = trail
@@ -301,6 +312,7 @@ async fn replay_by_patient_is_complete_and_ordered() {
         })
         .collect();
     assert_eq!(events, expected_events);
+    assert_eq!(events.len(), 2, "the booking and the cancellation");
 
     let expected_access: Vec<i64> = access_rows(&trail)
         .await
@@ -1172,7 +1184,10 @@ async fn replay_crosses_batch_boundaries() {
                   SELECT 'appointment', 'bulk-' || g, 1, 'AppointmentCancelled', '1',
                          '{\"AppointmentCancelled\":{\"cancelled_by\":\"patient\"}}', '{}'
                   FROM generate_series($1::bigint, $2::bigint) AS g";
-    owner.execute(insert, &[&1_i64, &(2 * batch)]).await.unwrap();
+    owner
+        .execute(insert, &[&1_i64, &(2 * batch)])
+        .await
+        .unwrap();
 
     let query = "aggregate_type=appointment&kind=events";
     let records = trail.replay(&compliance, query).await;
@@ -1206,8 +1221,5 @@ async fn replay_crosses_batch_boundaries() {
         .collect();
     assert_eq!(ids.len() as i64, 2 * batch + 1);
     assert_eq!(ids.first().map(String::as_str), Some("bulk-1"));
-    assert_eq!(
-        ids.last().cloned(),
-        Some(format!("bulk-{}", 2 * batch + 1))
-    );
+    assert_eq!(ids.last().cloned(), Some(format!("bulk-{}", 2 * batch + 1)));
 }

@@ -242,9 +242,20 @@ async fn check_slot(
     slot: &TimeRange,
     moving: Option<Uuid>,
 ) -> Result<(String, CheckedProfile), ApiError> {
+    // A day on each side covers every reservation that can overlap a 30-minute slot.
+    let around = TimeRange::new(
+        "window",
+        slot.start() - TimeDelta::days(1),
+        slot.end() + TimeDelta::days(1),
+    )?;
+    let overlapping = state
+        .reservations
+        .around_booking(doctor, &around, patient, slot)
+        .await
+        .map_err(ApiError::internal)?;
     let (profile, sequence) = state
-        .doctors
-        .load(&doctor.to_string())
+        .profiles
+        .at_sequence(&state.doctors, doctor, overlapping.profile_sequence)
         .await
         .map_err(from_doctor_error)?;
     let schedule = profile
@@ -259,17 +270,6 @@ async fn check_slot(
             )
         })?;
 
-    // A day on each side covers every reservation that can overlap a 30-minute slot.
-    let around = TimeRange::new(
-        "window",
-        slot.start() - TimeDelta::days(1),
-        slot.end() + TimeDelta::days(1),
-    )?;
-    let overlapping = state
-        .reservations
-        .for_doctor_and_patient(doctor, &around, patient, slot)
-        .await
-        .map_err(ApiError::internal)?;
     let others = |reservations: Vec<Reservation>| {
         reservations
             .into_iter()

@@ -170,12 +170,10 @@ fn access_conditions(filter: &ReplayFilter) -> Conditions {
 }
 
 const EVENT_COLUMNS: &str = "e.global_position, e.recorded_at, e.aggregate_type, e.aggregate_id, \
-     e.sequence, e.event_type, e.event_version, e.payload::text, e.metadata::text, s.subject_id";
+     e.sequence, e.event_type, e.event_version, e.payload::text, e.metadata::text, e.subject_id";
 
-/// Events with their subject. At most one subject per aggregate (a unique index), so
-/// the join adds no rows; a hash join reads event_subjects once instead of once per event.
-const EVENT_SOURCE: &str = "events e LEFT JOIN event_subjects s
-     ON s.aggregate_type = e.aggregate_type AND s.aggregate_id = e.aggregate_id";
+/// Events with their subject, which the sealing trigger writes into each row.
+const EVENT_SOURCE: &str = "events e";
 
 const ACCESS_COLUMNS: &str = "entry_id, recorded_at, actor_id, actor_role, action, target_type, \
      target_id, patient_id, outcome, request_id, client_address";
