@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use tokio_postgres::Client;
 
 use super::chain::{EntryRow, EventRow, Hash, ENTRY_HASH_COLUMNS, EVENT_HASH_COLUMNS, GENESIS};
@@ -123,22 +124,27 @@ pub async fn verify_stream(
             stream.position_column()
         ))
         .await?;
-    loop {
-        let rows = transaction
-            .query(&format!("FETCH {FETCH_SIZE} FROM verify"), &[])
-            .await?;
-        if rows.is_empty() {
-            break;
-        }
-        for row in &rows {
-            let outcome = match stream {
-                Stream::Events => walk.event(EventRow::from_row(row)),
-                Stream::AuditEntries => walk.entry(EntryRow::from_row(row)),
-            };
-            if let Err(problem) = outcome {
-                return Ok(walk.report(Some(problem)));
+    let fetch = transaction
+        .prepare(&format!("FETCH {FETCH_SIZE} FROM verify"))
+        .await?;
+    let mut rows = transaction.query(&fetch, &[]).await?;
+    while !rows.is_empty() {
+        let check = async {
+            for row in &rows {
+                match stream {
+                    Stream::Events => walk.event(EventRow::from_row(row))?,
+                    Stream::AuditEntries => walk.entry(EntryRow::from_row(row))?,
+                }
             }
+            Ok::<(), Problem>(())
+        };
+        // `join` polls the fetch first, which sends it, so PostgreSQL reads the next
+        // batch while this one is checked. A fetch past the end returns no rows.
+        let (next, checked) = futures::future::join(transaction.query(&fetch, &[]), check).await;
+        if let Err(problem) = checked {
+            return Ok(walk.report(Some(problem)));
         }
+        rows = next?;
     }
     let problem = walk.finish().err();
     Ok(walk.report(problem))
@@ -155,8 +161,8 @@ struct Walk {
     row_count: i64,
     /// Next position expected inside the current checkpoint.
     next_position: i64,
-    /// Per aggregate: last sequence seen and its stored hash.
-    chains: HashMap<(String, String), (i64, Hash)>,
+    /// Per aggregate (see [`aggregate_key`]): last sequence seen and its stored hash.
+    chains: HashMap<u128, (i64, Hash)>,
     rows_checked: u64,
     checkpoints_checked: u64,
     unsealed_rows: u64,
@@ -361,7 +367,7 @@ impl Walk {
         // Checkpoints first: a row missing before this one is the first problem, not
         // this row's missing predecessor.
         self.place(position, row.recorded_at, &row.hash)?;
-        let key = (row.aggregate_type.clone(), row.aggregate_id.clone());
+        let key = aggregate_key(&row.aggregate_type, &row.aggregate_id);
         let previous = if row.sequence <= 1 {
             GENESIS
         } else {
@@ -412,6 +418,20 @@ impl Walk {
         }
         Ok(())
     }
+}
+
+/// Identifies an aggregate by the first 128 bits of the SHA-256 of its type and id, so
+/// the map of chain heads holds no strings. Two aggregates sharing a key (a chance of
+/// about 2^-128 per pair) would make verify report a broken chain, not hide one.
+fn aggregate_key(aggregate_type: &str, aggregate_id: &str) -> u128 {
+    let mut digest = Sha256::new();
+    digest.update((aggregate_type.len() as u64).to_be_bytes());
+    digest.update(aggregate_type.as_bytes());
+    digest.update(aggregate_id.as_bytes());
+    let bytes: [u8; 16] = digest.finalize()[..16]
+        .try_into()
+        .expect("a SHA-256 digest has 32 bytes");
+    u128::from_be_bytes(bytes)
 }
 
 fn missing_row(noun: &str, position: i64, checkpoint_id: i64) -> Problem {
