@@ -114,10 +114,10 @@ pub struct FilterArgs {
     #[arg(long)]
     aggregate_id: Option<String>,
     /// Only what this account did.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_uuid)]
     actor_id: Option<Uuid>,
     /// Only what touched this patient.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_uuid)]
     patient_id: Option<Uuid>,
     /// Which records: all, events (changes) or access (access entries).
     #[arg(long, value_enum, default_value = "all")]
@@ -157,6 +157,13 @@ impl FilterArgs {
     fn filter(self) -> anyhow::Result<ReplayFilter> {
         if let (Some(from), Some(to)) = (self.from, self.to) {
             anyhow::ensure!(to > from, "--to ({to}) must be later than --from ({from})");
+        }
+        if let Some(aggregate_id) = self.aggregate_id.as_deref() {
+            if let Some(problem) =
+                replay::aggregate_id_problem(self.aggregate_type.as_deref(), aggregate_id)
+            {
+                anyhow::bail!("--aggregate-id: {problem}");
+            }
         }
         Ok(ReplayFilter {
             from: self.from,
@@ -407,11 +414,32 @@ async fn record_replay(
         Output::Records(_) => "cli audit replay",
         Output::Fhir(_) => "cli audit export-fhir",
     };
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned());
+    let user = operating_system_user();
     let mut entry = AuditEntry::new(action, Outcome::Success);
     entry.target_type = Some("audit_trail".into());
     entry.target_id = Some("replay".to_owned());
     entry.patient_id = filter.patient_id;
     entry.request_id = Some(format!("cli-{user}-{}", Uuid::new_v4()));
     AuditLog::new(pool.clone()).record(&entry).await
+}
+
+fn parse_uuid(raw: &str) -> Result<Uuid, String> {
+    Uuid::parse_str(raw).map_err(|_| format!("'{raw}' is not a valid UUID"))
+}
+
+/// Names the user running the CLI for the request id of its audit entry: `$USER`, else
+/// `$LOGNAME` (a service manager may set neither), else the process's user id, which
+/// Linux shows as the owner of `/proc/self`.
+fn operating_system_user() -> String {
+    use std::os::unix::fs::MetadataExt;
+    ["USER", "LOGNAME"]
+        .iter()
+        .filter_map(|name| std::env::var(name).ok())
+        .find(|value| !value.is_empty())
+        .or_else(|| {
+            std::fs::metadata("/proc/self")
+                .ok()
+                .map(|metadata| format!("uid{}", metadata.uid()))
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
 }

@@ -919,10 +919,16 @@ async fn bad_replay_parameters_rejected() {
         ("from=yesterday", "from", "'yesterday'"),
         ("kind=everything", "kind", "'everything'"),
         ("format=xml", "format", "'xml'"),
+        ("format=ndjson", "format", "'ndjson'"),
         (
             "from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z",
             "to",
-            "later than from",
+            "later than from ('2026-01-02T00:00:00Z')",
+        ),
+        (
+            "aggregate_type=appointment&aggregate_id=not-a-uuid",
+            "aggregate_id",
+            "'not-a-uuid' is not a valid UUID",
         ),
         ("colour=red", "colour", "unknown field"),
         ("aggregate_id=%00", "aggregate_id", "control character"),
@@ -941,6 +947,33 @@ async fn bad_replay_parameters_rejected() {
             "{query}: {text}"
         );
     }
+    let run = trail.cli(&[
+        "audit",
+        "replay",
+        "--aggregate-type",
+        "appointment",
+        "--aggregate-id",
+        "not-a-uuid",
+    ]);
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("--aggregate-id"), "{}", run.stderr);
+    let run = trail.cli(&["audit", "replay", "--patient-id", "42"]);
+    assert_ne!(run.code, 0);
+    assert!(
+        run.stderr.contains("'42' is not a valid UUID"),
+        "{}",
+        run.stderr
+    );
+
+    // Targets of other types have free-text ids.
+    let response = trail
+        .api
+        .query_get(
+            &compliance,
+            "/audit/records?aggregate_type=audit_trail&aggregate_id=replay",
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
     let response = trail
         .api
         .query_get(&compliance, "/audit/fhir?format=csv")
@@ -1076,6 +1109,26 @@ async fn old_booking_version_is_upcast() {
     let response = trail.api.query_get(&token, &path).await;
     assert_eq!(response.status(), StatusCode::OK);
     let _: HashMap<String, Value> = response.json().await.unwrap();
+}
+
+/// A role that can never be a party is refused before the appointment is loaded, so
+/// the denied entry names no patient.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compliance_refused_appointment_by_role() {
+    let trail = Trail::start().await;
+    let scene = scene(&trail).await;
+    let compliance = trail.compliance_token().await;
+    let response = trail
+        .api
+        .query_get(
+            &compliance,
+            &format!("/appointments/{}", scene.appointment_a),
+        )
+        .await;
+    expect_problem(response, StatusCode::FORBIDDEN).await;
+    let last = access_rows(&trail).await.pop().unwrap();
+    assert_eq!(last.get::<_, String>(6), "denied");
+    assert_eq!(last.get::<_, Option<Uuid>>(5), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

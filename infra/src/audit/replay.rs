@@ -37,6 +37,27 @@ pub const RECORD_TYPES: &[&str] = &[
     "time_off",
 ];
 
+/// Record types whose ids are UUIDs. With one of them, an `aggregate_id` filter that is
+/// not a UUID could never match, so it is rejected. Other targets have free-text ids
+/// (the access entries of a replay name `replay`, for example).
+const UUID_KEYED_TYPES: &[&str] = &["account", "appointment", "doctor", "patient"];
+
+/// Returns why `aggregate_id` cannot match any record of `aggregate_type`, if so.
+pub fn aggregate_id_problem(aggregate_type: Option<&str>, aggregate_id: &str) -> Option<String> {
+    let aggregate_type = aggregate_type.filter(|kind| UUID_KEYED_TYPES.contains(kind))?;
+    if Uuid::parse_str(aggregate_id).is_ok() {
+        return None;
+    }
+    Some(format!(
+        "'{}' is not a valid UUID, which every {aggregate_type} id is",
+        aggregate_id
+            .chars()
+            .take(40)
+            .collect::<String>()
+            .escape_default()
+    ))
+}
+
 /// Rows fetched per cursor round trip.
 pub const BATCH_SIZE: i64 = 2_000;
 
@@ -497,7 +518,7 @@ pub enum Format {
 impl Format {
     pub fn parse(raw: &str) -> Option<Self> {
         match raw {
-            "jsonl" | "ndjson" | "json-lines" => Some(Format::JsonLines),
+            "jsonl" => Some(Format::JsonLines),
             "csv" => Some(Format::Csv),
             _ => None,
         }

@@ -40,6 +40,7 @@ const STATUSES: &[&str] = &["booked", "in_progress", "completed", "no_show", "ca
     security(("session" = [])),
     responses(
         (status = 200, description = "The appointment", body = AppointmentView),
+        (status = 403, description = "The caller's role can never read an appointment (only patients, doctors and admins can)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No appointment with this id that the caller may read, or not projected yet", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The id or a wait parameter is invalid", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The projection did not reach wait_for_sequence in time", body = Problem, content_type = "application/problem+json"),
@@ -51,6 +52,8 @@ pub async fn appointment(
     path: web::Path<String>,
     wait: web::Query<WaitParams>,
 ) -> Result<HttpResponse, ApiError> {
+    // Checked before the appointment is loaded, so the refusal names no patient.
+    auth.require_role(&[Role::Patient, Role::Doctor, Role::Admin])?;
     let appointment_id = Uuid::parse_str(&path).map_err(|_| {
         FieldError::new(
             "appointment_id",

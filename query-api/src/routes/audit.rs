@@ -144,8 +144,19 @@ impl ReplayParams {
             if to <= from {
                 errors.push(FieldError::new(
                     "to",
-                    format!("'{}' must be later than from", to.to_rfc3339()),
+                    format!(
+                        "'{}' must be later than from ('{}')",
+                        truncate(self.to.as_deref().unwrap_or_default(), 40),
+                        truncate(self.from.as_deref().unwrap_or_default(), 40)
+                    ),
                 ));
+            }
+        }
+        if let Some(aggregate_id) = filter.aggregate_id.as_deref() {
+            if let Some(problem) =
+                replay::aggregate_id_problem(filter.aggregate_type.as_deref(), aggregate_id)
+            {
+                errors.push(FieldError::new("aggregate_id", problem));
             }
         }
         filter
