@@ -262,12 +262,20 @@ async fn execute(action: AuditAction) -> anyhow::Result<ExitCode> {
         } => {
             let pool = medflow_infra::db::pg_pool(&owner_database_url, 1)?;
             let mut client = pool.get().await?;
-            match retention::purge_entries_before(&mut client, before, Utc::now()).await {
+            let purged = retention::purge_entries_before(&mut client, before, Utc::now()).await;
+            // The pool's one connection goes back for the entry, which is written after
+            // the purge so that the purge never deletes it.
+            drop(client);
+            match purged {
                 Ok(deleted) => {
+                    record_cli_entry(&pool, "cli audit purge", "purge", Outcome::Success, None)
+                        .await?;
                     println!("deleted {deleted} audit entries recorded before {before}");
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(error @ retention::PurgeError::WithinRetention { .. }) => {
+                    record_cli_entry(&pool, "cli audit purge", "purge", Outcome::Denied, None)
+                        .await?;
                     eprintln!("error: {error}");
                     Ok(ExitCode::from(1))
                 }
@@ -299,6 +307,8 @@ async fn verify(
     let pool = medflow_infra::db::pg_pool(&connection.database_url, 1)?;
     let mut client = pool.get().await?;
     let reports = verify::verify_all(&mut client, &keys, max_unsealed_age).await?;
+    drop(client);
+    record_cli_entry(&pool, "cli audit verify", "verify", Outcome::Success, None).await?;
     let intact = reports.iter().all(verify::StreamReport::is_intact);
     if json {
         let report = serde_json::json!({"intact": intact, "streams": reports});
@@ -402,9 +412,7 @@ fn write_output(
     Ok(())
 }
 
-/// Records the replay in the audit trail, as the query API does for its replays. The
-/// CLI acts with database credentials, not a session, so the entry has no actor; the
-/// operating-system user is kept in the request id.
+/// Records the replay in the audit trail, as the query API does for its replays.
 async fn record_replay(
     pool: &deadpool_postgres::Pool,
     filter: &ReplayFilter,
@@ -414,11 +422,24 @@ async fn record_replay(
         Output::Records(_) => "cli audit replay",
         Output::Fhir(_) => "cli audit export-fhir",
     };
+    record_cli_entry(pool, action, "replay", Outcome::Success, filter.patient_id).await
+}
+
+/// Records a CLI action on the audit trail (`target_id` is `replay`, `verify` or
+/// `purge`). The CLI acts with database credentials, not a session, so the entry has no
+/// actor, and the operating-system user is kept in the request id.
+async fn record_cli_entry(
+    pool: &deadpool_postgres::Pool,
+    action: &'static str,
+    target_id: &str,
+    outcome: Outcome,
+    patient_id: Option<Uuid>,
+) -> anyhow::Result<()> {
     let user = operating_system_user();
-    let mut entry = AuditEntry::new(action, Outcome::Success);
+    let mut entry = AuditEntry::new(action, outcome);
     entry.target_type = Some("audit_trail".into());
-    entry.target_id = Some("replay".to_owned());
-    entry.patient_id = filter.patient_id;
+    entry.target_id = Some(target_id.to_owned());
+    entry.patient_id = patient_id;
     entry.request_id = Some(format!("cli-{user}-{}", Uuid::new_v4()));
     AuditLog::new(pool.clone()).record(&entry).await
 }

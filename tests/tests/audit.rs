@@ -778,6 +778,16 @@ async fn verify_catches_rewritten_hashes() {
         "{}",
         run.stdout
     );
+    // Each CLI verify leaves an entry, like a verify through the admin API.
+    let verifications: i64 = superuser
+        .query_one(
+            "SELECT count(*) FROM audit_entries WHERE action = 'cli audit verify' AND target_id = 'verify'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(verifications >= 2, "{verifications} verify entries");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1059,12 +1069,32 @@ async fn purge_rejects_recent_entries() {
         "{}",
         purged.stdout
     );
-    let left: i64 = owner
-        .query_one("SELECT count(*) FROM audit_entries", &[])
+    // Left: the recent login, and an entry for each purge attempt.
+    let left: Vec<(String, String, Option<String>)> = owner
+        .query(
+            "SELECT action, outcome, target_id FROM audit_entries ORDER BY entry_id",
+            &[],
+        )
         .await
         .unwrap()
-        .get(0);
-    assert_eq!(left, 1);
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect();
+    let purge = |outcome: &str| {
+        (
+            "cli audit purge".to_owned(),
+            outcome.to_owned(),
+            Some("purge".to_owned()),
+        )
+    };
+    assert_eq!(
+        left,
+        vec![
+            ("session.login".to_owned(), "success".to_owned(), None),
+            purge("denied"),
+            purge("success"),
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
