@@ -335,8 +335,11 @@ async fn patient_cannot_hold_overlapping_appointments() {
         .verified_doctor("UTC", &every_day("08:15", "20:15"))
         .await;
     let (_, token) = clinic.fixtures.patient().await;
-    let now = Utc::now();
-    let day = now + TimeDelta::days(2);
+    // A whole day, so that the slots used below do not run past the evening end.
+    let day = (Utc::now() + TimeDelta::days(2))
+        .date_naive()
+        .and_time(chrono::NaiveTime::MIN)
+        .and_utc();
     let first = clinic
         .slots(&token, on_the_hour, day, day + TimeDelta::days(1))
         .await[2];
