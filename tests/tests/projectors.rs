@@ -218,9 +218,9 @@ async fn redelivered_event_changes_nothing() {
     assert_eq!(snapshot(&env).await, before);
 }
 
-/// The live projector's path: one transaction for a batch that holds several events of
-/// each aggregate, on a pooled connection with prepared statements. A redelivered batch
-/// (here the same events again, in one transaction) changes nothing.
+/// The live projector's path: one transaction for a batch with several events of each
+/// aggregate, on a pooled connection with prepared statements. Applying the same batch
+/// again, as a redelivery would, changes nothing.
 #[tokio::test]
 async fn batch_applies_each_event_once() {
     let env = TestEnv::new().await;
