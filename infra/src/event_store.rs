@@ -166,10 +166,27 @@ impl<A: Aggregate> CommandBus<A> {
         metadata: EventMetadata,
         effects: &F,
     ) -> Result<Committed, TransactionalError<A::Error>> {
+        self.execute_loaded_with(aggregate_id, A::default(), 0, command, metadata, effects)
+            .await
+    }
+
+    /// Like [`CommandBus::execute_with`] against `aggregate` as the caller loaded it
+    /// with [`CommandBus::load`], at `sequence`, instead of reading it again. If another
+    /// writer appended since, the primary key turns the append into
+    /// [`AggregateError::AggregateConflict`], as for any concurrent write.
+    pub async fn execute_loaded_with<F: Effects<A>>(
+        &self,
+        aggregate_id: &str,
+        aggregate: A,
+        sequence: usize,
+        command: A::Command,
+        metadata: EventMetadata,
+        effects: &F,
+    ) -> Result<Committed, TransactionalError<A::Error>> {
         self.handle_and_append(
             aggregate_id,
-            A::default(),
-            0,
+            aggregate,
+            sequence,
             command,
             metadata,
             effects,

@@ -57,7 +57,7 @@ pub async fn cancel(
     let appointment_id = parse_appointment_id(&path)?;
     let reason = body.reason.trim();
     check_length("reason", reason, 1, REASON_MAX_LEN)?;
-    let appointment = load_for_party(
+    let loaded = load_for_party(
         &state,
         appointment_id,
         &auth.session,
@@ -65,8 +65,8 @@ pub async fn cancel(
     )
     .await?;
     let (Some(patient), Some(by)) = (
-        appointment.patient,
-        appointment.party_of(auth.session.account_id),
+        loaded.appointment.patient,
+        loaded.appointment.party_of(auth.session.account_id),
     ) else {
         return Err(not_found(appointment_id));
     };
@@ -88,6 +88,7 @@ pub async fn cancel(
         &request,
         &auth.session,
         appointment_id,
+        loaded,
         command,
         &effects,
     )
@@ -118,7 +119,7 @@ async fn doctor_step(
 ) -> Result<HttpResponse, ApiError> {
     auth.require_role(&[Role::Doctor])?;
     let appointment_id = parse_appointment_id(&path)?;
-    load_for_party(&state, appointment_id, &auth.session, &[Party::Doctor]).await?;
+    let loaded = load_for_party(&state, appointment_id, &auth.session, &[Party::Doctor]).await?;
     let actor = auth.session.account_id;
     let now = state.clock.now();
     let command = match step {
@@ -132,6 +133,7 @@ async fn doctor_step(
         &request,
         &auth.session,
         appointment_id,
+        loaded,
         command,
         &effects,
     )

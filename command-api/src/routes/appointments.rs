@@ -162,9 +162,9 @@ pub async fn reschedule(
     auth.require_role(&[Role::Patient])?;
     let appointment_id = parse_appointment_id(&path)?;
     let start = parse_start(&body.start)?;
-    let appointment =
-        load_for_party(&state, appointment_id, &auth.session, &[Party::Patient]).await?;
-    let (Some(doctor), Some(patient)) = (appointment.doctor, appointment.patient) else {
+    let loaded = load_for_party(&state, appointment_id, &auth.session, &[Party::Patient]).await?;
+    let (Some(doctor), Some(patient)) = (loaded.appointment.doctor, loaded.appointment.patient)
+    else {
         return Err(not_found(appointment_id));
     };
 
@@ -184,6 +184,7 @@ pub async fn reschedule(
         &request,
         &auth.session,
         appointment_id,
+        loaded,
         command,
         &effects,
     )
@@ -338,6 +339,12 @@ pub fn not_found(appointment_id: Uuid) -> ApiError {
     ApiError::NotFound(format!("appointment {appointment_id} not found"))
 }
 
+/// An appointment as loaded from the event store, with the sequence of its last event.
+pub struct Loaded {
+    pub appointment: Appointment,
+    pub sequence: usize,
+}
+
 /// Loads an appointment for one of its parties. Anyone else, and anyone on a side not in
 /// `sides`, gets the same 404 as for a missing appointment, so ids cannot be probed.
 pub async fn load_for_party(
@@ -345,8 +352,8 @@ pub async fn load_for_party(
     appointment_id: Uuid,
     session: &Session,
     sides: &[Party],
-) -> Result<Appointment, ApiError> {
-    let (appointment, _) = state
+) -> Result<Loaded, ApiError> {
+    let (appointment, sequence) = state
         .appointments
         .load(&appointment_id.to_string())
         .await
@@ -357,7 +364,10 @@ pub async fn load_for_party(
         access::patient(patient.0);
     }
     match appointment.party_of(session.account_id) {
-        Some(party) if sides.contains(&party) => Ok(appointment),
+        Some(party) if sides.contains(&party) => Ok(Loaded {
+            appointment,
+            sequence,
+        }),
         _ => {
             // Recorded as a denied attempt when the appointment exists.
             if appointment.patient.is_some() {
@@ -368,13 +378,15 @@ pub async fn load_for_party(
     }
 }
 
-/// Runs `command` on the appointment and updates the reservations in the same
-/// transaction, on behalf of `actor`.
+/// Runs `command` on the appointment as loaded, and updates the reservations in the
+/// same transaction, on behalf of `actor`. A write that committed since the load makes
+/// this a conflict.
 pub async fn execute(
     state: &AppState,
     request: &HttpRequest,
     actor: &Session,
     appointment_id: Uuid,
+    loaded: Loaded,
     command: AppointmentCommand,
     effects: &ReservationEffects,
 ) -> Result<Committed, ApiError> {
@@ -382,7 +394,14 @@ pub async fn execute(
     record_aggregate(request, &aggregate_id);
     state
         .appointments
-        .execute_with(&aggregate_id, command, metadata(Some(actor)), effects)
+        .execute_loaded_with(
+            &aggregate_id,
+            loaded.appointment,
+            loaded.sequence,
+            command,
+            metadata(Some(actor)),
+            effects,
+        )
         .await
         .map_err(from_appointment_error)
 }

@@ -100,7 +100,8 @@ async fn issue(
         &auth.session,
         &[Party::Patient, Party::Doctor],
     )
-    .await?;
+    .await?
+    .appointment;
     let (Some(slot), Some(party)) = (
         appointment.slot,
         appointment.party_of(auth.session.account_id),
