@@ -251,7 +251,7 @@ async fn next_command(state: &mut LaneState, command_url: &str) -> Result<(Strin
 /// announced commit of the `appointments` projection, records the lag of each command
 /// the projection has reached, and returns the longest and the mean query duration. A
 /// lag ends at PostgreSQL's `clock_timestamp()` in the query's result, read after its
-/// snapshot: a commit the query sees happened before it, so the value is an upper bound
+/// snapshot: a commit visible to the query happened before it, so the value is an upper bound
 /// that leaves out the time the result takes to reach the watcher.
 async fn watch(
     owner_url: String,

@@ -45,8 +45,8 @@ pub struct ReservationEffects {
 }
 
 impl Effects<Appointment> for ReservationEffects {
-    /// A booking or reschedule takes the doctor's calendar lock in shared mode together
-    /// with `BEGIN`.
+    /// Takes the doctor's calendar lock in shared mode together with `BEGIN`, for a
+    /// booking or reschedule.
     fn opening(&self) -> Option<String> {
         self.checked
             .map(|checked| lock_statement(checked.doctor, LockMode::Shared))
@@ -141,8 +141,8 @@ impl ReservationEffects {
     }
 }
 
-/// A reservation written under the profile guard changes no row when the doctor's
-/// schedule changed after the slot was checked.
+/// Rejects the change when the reservation written under the profile guard changed no
+/// row, which means the doctor's schedule changed after the slot was checked.
 fn ensure_profile_unchanged(rows: u64) -> Result<(), EffectError> {
     if rows == 1 {
         return Ok(());
@@ -176,8 +176,8 @@ fn calendar_lock_key(doctor: AccountId) -> i64 {
     (high ^ CALENDAR) as i64
 }
 
-/// The statement that takes the doctor's calendar lock until the end of the
-/// transaction. The key is a number, so the text carries no caller input.
+/// Returns the statement that takes the doctor's calendar lock until the end of the
+/// transaction. The key is a number, so the text contains no caller input.
 fn lock_statement(doctor: AccountId, mode: LockMode) -> String {
     format!("SELECT {}({})", mode.function(), calendar_lock_key(doctor))
 }

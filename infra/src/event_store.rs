@@ -144,7 +144,7 @@ impl<A: Aggregate> CommandBus<A> {
         effects: &F,
     ) -> Result<Committed, TransactionalError<A::Error>> {
         let context = self.store.load_aggregate(aggregate_id).await?;
-        self.handle_and_append(
+        self.execute_loaded_with(
             aggregate_id,
             context.aggregate,
             context.current_sequence,
@@ -170,36 +170,15 @@ impl<A: Aggregate> CommandBus<A> {
             .await
     }
 
-    /// Like [`CommandBus::execute_with`] against `aggregate` as the caller loaded it
-    /// with [`CommandBus::load`], at `sequence`, instead of reading it again. If another
-    /// writer appended since, the primary key turns the append into
-    /// [`AggregateError::AggregateConflict`], as for any concurrent write.
-    pub async fn execute_loaded_with<F: Effects<A>>(
-        &self,
-        aggregate_id: &str,
-        aggregate: A,
-        sequence: usize,
-        command: A::Command,
-        metadata: EventMetadata,
-        effects: &F,
-    ) -> Result<Committed, TransactionalError<A::Error>> {
-        self.handle_and_append(
-            aggregate_id,
-            aggregate,
-            sequence,
-            command,
-            metadata,
-            effects,
-        )
-        .await
-    }
-
-    /// Handles `command` against `aggregate` (whose last event has sequence `current`)
-    /// and appends the events it produces together with `effects`.
+    /// Handles `command` like [`CommandBus::execute_with`], against `aggregate` as the
+    /// caller loaded it with [`CommandBus::load`] (its last event has sequence
+    /// `current`) instead of reading it again. If another writer appended since, the
+    /// primary key turns the append into [`AggregateError::AggregateConflict`], as for
+    /// any concurrent write.
     ///
     /// The events are written to the same `events` table and in the same form as
     /// postgres-es writes them, so the aggregate loads the same way afterwards.
-    async fn handle_and_append<F: Effects<A>>(
+    pub async fn execute_loaded_with<F: Effects<A>>(
         &self,
         aggregate_id: &str,
         mut aggregate: A,

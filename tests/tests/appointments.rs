@@ -829,7 +829,7 @@ async fn racing_bookings_reported_or_rejected() {
                     booked.push(body["appointment_id"].as_str().unwrap().to_owned())
                 }
                 StatusCode::CONFLICT | StatusCode::UNPROCESSABLE_ENTITY => {}
-                other => panic!("booking answered {other}: {body}"),
+                other => panic!("booking returned {other}: {body}"),
             }
         }
         booked.sort();

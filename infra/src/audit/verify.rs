@@ -421,7 +421,7 @@ impl Walk {
 }
 
 /// Identifies an aggregate by the first 128 bits of the SHA-256 of its type and id, so
-/// the map of chain heads holds no strings. Two aggregates sharing a key (a chance of
+/// the map of chain heads contains no strings. Two aggregates sharing a key (a chance of
 /// about 2^-128 per pair) would make verify report a broken chain, not hide one.
 fn aggregate_key(aggregate_type: &str, aggregate_id: &str) -> u128 {
     let mut digest = Sha256::new();

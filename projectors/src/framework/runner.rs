@@ -80,7 +80,7 @@ pub async fn run(
                 continue;
             }
         };
-        // Messages that already arrived join the batch; none is waited for.
+        // Messages that already arrived join the batch. None is waited for.
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match consumer.recv().now_or_never() {
@@ -110,7 +110,8 @@ pub async fn run(
     Ok(())
 }
 
-/// Decodes a message; `None` (logged and counted) for a record that can never apply.
+/// Decodes a message, or returns `None` (logged and counted) for a record that can
+/// never apply.
 fn decode(
     name: &str,
     message: &BorrowedMessage<'_>,
@@ -191,7 +192,7 @@ async fn apply_once(
     apply_events(&mut client, Some(&statements), projection, events).await
 }
 
-/// Applies one event, retrying with backoff until it succeeds; returns false only when
+/// Applies one event, retrying with backoff until it succeeds. Returns false only when
 /// shutdown interrupted the retries.
 async fn apply_retrying(
     projection: &dyn Projection,
