@@ -4,12 +4,13 @@
 //! overlapping intervals, so conflicts are caught even when two bookings race.
 //!
 //! A booking is checked against the doctor's profile (availability, time off, status)
-//! before its transaction starts. To keep that check valid until the commit, the
-//! booking transaction takes the doctor's calendar lock in shared mode and verifies
-//! that the profile's last sequence is still the one it checked. Adding time off takes
-//! the same lock exclusively and reads the overlapping reservations inside its own
-//! transaction, so each booking either reads the time off and is rejected, or is
-//! committed first and reported as affected.
+//! before it is written. To keep that check valid until the commit, the statement that
+//! appends the booking locks the doctor's row in `doctor_calendar_versions` in shared
+//! mode and appends only while it still holds the profile sequence that was checked.
+//! Every profile event updates that row in its own transaction, so adding time off
+//! waits for the bookings holding the row and then reads the reservations it
+//! overlaps: each booking either reads the time off and is rejected, or is committed
+//! first and reported as affected (schema migration 0014).
 
 use chrono::{DateTime, Utc};
 use medflow_domain::appointment::{Appointment, AppointmentEvent};
@@ -17,10 +18,11 @@ use medflow_domain::availability::TimeRange;
 use medflow_domain::values::AccountId;
 use std::sync::Mutex;
 
-use cqrs_es::Aggregate;
 use medflow_domain::doctor::{DoctorEvent, DoctorProfile};
-use medflow_infra::event_store::{EffectError, Effects};
+use medflow_infra::event_store::{EffectError, Effects, EventStatement};
 use sqlx::postgres::types::PgRange;
+use sqlx::postgres::PgArguments;
+use sqlx::Arguments;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -45,158 +47,111 @@ pub struct ReservationEffects {
 }
 
 impl Effects<Appointment> for ReservationEffects {
-    /// Takes the doctor's calendar lock in shared mode together with `BEGIN`, for a
-    /// booking or reschedule.
-    fn opening(&self) -> Option<String> {
-        self.checked
-            .map(|checked| lock_statement(checked.doctor, LockMode::Shared))
-    }
-
-    async fn apply(
+    fn statement(
         &self,
         aggregate_id: &str,
-        events: &[AppointmentEvent],
-        connection: &mut sqlx::PgConnection,
-    ) -> Result<(), EffectError> {
+        event: &AppointmentEvent,
+        arguments: &mut PgArguments,
+    ) -> Result<EventStatement, EffectError> {
         let appointment_id = Uuid::parse_str(aggregate_id)
             .map_err(|error| sqlx::Error::Protocol(format!("appointment id: {error}")))?;
-        for event in events {
-            match event {
-                AppointmentEvent::AppointmentBooked {
-                    patient,
-                    doctor,
-                    slot,
-                    ..
-                } => {
-                    let checked = self.checked_profile()?;
-                    let written = sqlx::query(&format!(
-                        "INSERT INTO appointment_reservations (appointment_id, doctor_id, patient_id, during) \
-                         SELECT $1, $2, $3, $4 WHERE {}",
-                        profile_unchanged(5)
-                    ))
-                    .bind(appointment_id)
-                    .bind(doctor.0)
-                    .bind(patient.0)
-                    .bind(pg_range(slot))
-                    .bind(DoctorProfile::TYPE)
-                    .bind(checked.doctor.to_string())
-                    .bind(checked.sequence as i64)
-                    .execute(&mut *connection)
-                    .await?;
-                    ensure_profile_unchanged(written.rows_affected())?;
-                }
-                AppointmentEvent::AppointmentRescheduled { to, .. } => {
-                    let checked = self.checked_profile()?;
-                    let written = sqlx::query(&format!(
-                        "UPDATE appointment_reservations SET during = $2 \
-                         WHERE appointment_id = $1 AND {}",
-                        profile_unchanged(3)
-                    ))
-                    .bind(appointment_id)
-                    .bind(pg_range(to))
-                    .bind(DoctorProfile::TYPE)
-                    .bind(checked.doctor.to_string())
-                    .bind(checked.sequence as i64)
-                    .execute(&mut *connection)
-                    .await?;
-                    ensure_profile_unchanged(written.rows_affected())?;
-                }
-                AppointmentEvent::AppointmentCancelled { .. } => {
-                    sqlx::query("DELETE FROM appointment_reservations WHERE appointment_id = $1")
-                        .bind(appointment_id)
-                        .execute(&mut *connection)
-                        .await?;
-                }
-                // Completed appointments and no-shows keep their interval: the time
-                // was used, and it lies in the past anyway.
-                AppointmentEvent::AppointmentStarted { .. }
-                | AppointmentEvent::AppointmentCompleted { .. }
-                | AppointmentEvent::AppointmentMarkedNoShow { .. }
-                | AppointmentEvent::VideoActivityRecorded { .. } => {}
+        let mut next = Parameters { arguments };
+        let statement = match event {
+            AppointmentEvent::AppointmentBooked {
+                patient,
+                doctor,
+                slot,
+                ..
+            } => {
+                let condition = self.profile_unchanged(&mut next)?;
+                let write = format!(
+                    "INSERT INTO appointment_reservations (appointment_id, doctor_id, patient_id, during) \
+                     SELECT {}, {}, {}, {} FROM appended",
+                    next.bind(appointment_id)?,
+                    next.bind(doctor.0)?,
+                    next.bind(patient.0)?,
+                    next.bind(pg_range(slot))?,
+                );
+                guarded(condition, write)
             }
-        }
-        Ok(())
+            AppointmentEvent::AppointmentRescheduled { to, .. } => {
+                let condition = self.profile_unchanged(&mut next)?;
+                let write = format!(
+                    "UPDATE appointment_reservations SET during = {} \
+                     WHERE appointment_id = {} AND EXISTS (SELECT FROM appended)",
+                    next.bind(pg_range(to))?,
+                    next.bind(appointment_id)?,
+                );
+                guarded(condition, write)
+            }
+            AppointmentEvent::AppointmentCancelled { .. } => EventStatement {
+                write: Some(format!(
+                    "DELETE FROM appointment_reservations \
+                     WHERE appointment_id = {} AND EXISTS (SELECT FROM appended)",
+                    next.bind(appointment_id)?
+                )),
+                ..EventStatement::default()
+            },
+            // Completed appointments and no-shows keep their interval: the time was
+            // used, and it lies in the past anyway.
+            AppointmentEvent::AppointmentStarted { .. }
+            | AppointmentEvent::AppointmentCompleted { .. }
+            | AppointmentEvent::AppointmentMarkedNoShow { .. }
+            | AppointmentEvent::VideoActivityRecorded { .. } => EventStatement::default(),
+        };
+        Ok(statement)
     }
-}
-
-/// SQL condition: the doctor profile's last event still has the checked sequence. The
-/// parameters from `$first` on are the profile's aggregate type, its id and the sequence.
-fn profile_unchanged(first: usize) -> String {
-    format!(
-        "(SELECT coalesce(max(sequence), 0) FROM events \
-          WHERE aggregate_type = ${first} AND aggregate_id = ${}) = ${}",
-        first + 1,
-        first + 2
-    )
 }
 
 impl ReservationEffects {
-    fn checked_profile(&self) -> Result<CheckedProfile, EffectError> {
-        self.checked.ok_or_else(|| {
+    /// Returns the condition that locks the doctor's calendar version row in shared mode
+    /// and is true while the row has the sequence the slot was checked against.
+    fn profile_unchanged(&self, next: &mut Parameters<'_>) -> Result<String, EffectError> {
+        let checked = self.checked.ok_or_else(|| {
             EffectError::Database(sqlx::Error::Protocol(
                 "a booking or reschedule needs the doctor profile it was checked against"
                     .to_owned(),
             ))
-        })
+        })?;
+        Ok(format!(
+            "SELECT FROM doctor_calendar_versions \
+             WHERE doctor_id = {} AND profile_sequence = {} FOR SHARE",
+            next.bind(checked.doctor.0)?,
+            next.bind(checked.sequence as i64)?,
+        ))
     }
 }
 
-/// Rejects the change when the reservation written under the profile guard changed no
-/// row, which means the doctor's schedule changed after the slot was checked.
-fn ensure_profile_unchanged(rows: u64) -> Result<(), EffectError> {
-    if rows == 1 {
-        return Ok(());
-    }
-    Err(EffectError::Rejected(
-        "the doctor's schedule changed while the slot was being booked; retry the request"
-            .to_owned(),
-    ))
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LockMode {
-    Shared,
-    Exclusive,
-}
-
-impl LockMode {
-    fn function(self) -> &'static str {
-        match self {
-            LockMode::Shared => "pg_advisory_xact_lock_shared",
-            LockMode::Exclusive => "pg_advisory_xact_lock",
-        }
+fn guarded(condition: String, write: String) -> EventStatement {
+    EventStatement {
+        condition: Some(condition),
+        write: Some(write),
+        rejection:
+            "the doctor's schedule changed while the slot was being booked; retry the request"
+                .to_owned(),
     }
 }
 
-/// Key of the doctor's calendar lock: the id's first 64 bits, mixed with a constant so
-/// that it does not line up with advisory locks keyed by other ids.
-fn calendar_lock_key(doctor: AccountId) -> i64 {
-    const CALENDAR: u64 = 0x6361_6c65_6e64_6172; // "calendar"
-    let (high, _) = doctor.0.as_u64_pair();
-    (high ^ CALENDAR) as i64
+/// Adds parameters after those already bound and names their placeholders.
+struct Parameters<'a> {
+    arguments: &'a mut PgArguments,
 }
 
-/// Returns the statement that takes the doctor's calendar lock until the end of the
-/// transaction. The key is a number, so the text contains no caller input.
-fn lock_statement(doctor: AccountId, mode: LockMode) -> String {
-    format!("SELECT {}({})", mode.function(), calendar_lock_key(doctor))
+impl Parameters<'_> {
+    fn bind<T>(&mut self, value: T) -> Result<String, EffectError>
+    where
+        T: for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + 'static,
+    {
+        self.arguments
+            .add(value)
+            .map_err(|error| EffectError::Database(sqlx::Error::Encode(error)))?;
+        Ok(format!("${}", self.arguments.len()))
+    }
 }
 
-/// Takes the doctor's calendar lock until the end of the transaction.
-pub async fn lock_calendar(
-    connection: &mut sqlx::PgConnection,
-    doctor: AccountId,
-    mode: LockMode,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(&format!("SELECT {}($1)", mode.function()))
-        .bind(calendar_lock_key(doctor))
-        .execute(connection)
-        .await?;
-    Ok(())
-}
-
-/// Adds time off under the doctor's exclusive calendar lock and collects the ids of the
-/// booked appointments it overlaps.
+/// Collects, when time off is added, the ids of the booked appointments it overlaps.
+/// Appending the profile event updates the doctor's calendar version row, which waits
+/// for bookings in flight, so the read that follows includes all of them.
 #[derive(Debug)]
 pub struct TimeOffEffects {
     pub doctor: AccountId,
@@ -205,13 +160,16 @@ pub struct TimeOffEffects {
 }
 
 impl Effects<DoctorProfile> for TimeOffEffects {
-    async fn apply(
+    fn has_follow_up(&self) -> bool {
+        true
+    }
+
+    async fn follow_up(
         &self,
         _aggregate_id: &str,
         _events: &[DoctorEvent],
         connection: &mut sqlx::PgConnection,
     ) -> Result<(), EffectError> {
-        lock_calendar(connection, self.doctor, LockMode::Exclusive).await?;
         let ids: Vec<Uuid> = sqlx::query_scalar(
             "SELECT appointment_id FROM appointment_reservations \
              WHERE doctor_id = $1 AND during && $2 ORDER BY lower(during), appointment_id",
@@ -267,8 +225,8 @@ impl Reservations {
         // The profile row always exists, so the sequence comes back with no reservation.
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT profile.sequence, held.appointment_id, held.during, held.of_doctor, held.of_patient \
-             FROM (SELECT coalesce(max(sequence), 0) AS sequence FROM events \
-                   WHERE aggregate_type = $5 AND aggregate_id = $6) AS profile \
+             FROM (SELECT coalesce((SELECT profile_sequence FROM doctor_calendar_versions \
+                                    WHERE doctor_id = $1), 0) AS sequence) AS profile \
              LEFT JOIN LATERAL ( \
                  SELECT appointment_id, during, \
                         doctor_id = $1 AND during && $2 AS of_doctor, \
@@ -282,8 +240,6 @@ impl Reservations {
         .bind(pg_range(doctor_window))
         .bind(patient.0)
         .bind(pg_range(patient_window))
-        .bind(DoctorProfile::TYPE)
-        .bind(doctor.to_string())
         .fetch_all(&self.pool)
         .await?;
         let mut around = AroundBooking::default();

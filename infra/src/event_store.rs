@@ -11,6 +11,8 @@ use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, DomainEvent, EventStore};
 use medflow_domain::values::{AccountId, Role};
 use postgres_es::PostgresEventRepository;
+use sqlx::postgres::PgArguments;
+use sqlx::Arguments;
 
 /// Actor and request behind an event. Never carries personal data.
 #[derive(Debug, Clone)]
@@ -50,24 +52,58 @@ pub struct CommandBus<A: Aggregate> {
 
 /// Writes that must commit or roll back together with an aggregate's new events, such
 /// as rows that a uniqueness or exclusion constraint checks.
+///
+/// Each event is appended by one statement that can also carry a condition and a write
+/// of the effects (see [`EventStatement`]). A command with one event and no
+/// [`Effects::follow_up`] runs as that single statement, which PostgreSQL commits on its
+/// own. Otherwise the statements run in one transaction.
 pub trait Effects<A: Aggregate>: Sync {
-    /// Applies the effects of `events` inside the transaction that appends them.
-    fn apply(
+    /// Returns the condition and write to add to the statement that appends `event`.
+    /// Their parameters continue after those already in `arguments`, so the first one is
+    /// numbered `arguments.len() + 1` before it is added.
+    fn statement(
         &self,
-        aggregate_id: &str,
-        events: &[A::Event],
-        connection: &mut sqlx::PgConnection,
-    ) -> impl std::future::Future<Output = Result<(), EffectError>> + Send;
+        _aggregate_id: &str,
+        _event: &A::Event,
+        _arguments: &mut PgArguments,
+    ) -> Result<EventStatement, EffectError> {
+        Ok(EventStatement::default())
+    }
 
-    /// SQL without parameters to run right after `BEGIN`, in the same round trip, such
-    /// as taking an advisory lock. Statements that follow it see what committed before
-    /// it finished.
-    fn opening(&self) -> Option<String> {
-        None
+    /// Returns true when [`Effects::follow_up`] has work to do, which makes the command
+    /// run in an explicit transaction.
+    fn has_follow_up(&self) -> bool {
+        false
+    }
+
+    /// Runs in the appending transaction after every event is appended. Its statements
+    /// read what committed before the appends took their locks.
+    fn follow_up(
+        &self,
+        _aggregate_id: &str,
+        _events: &[A::Event],
+        _connection: &mut sqlx::PgConnection,
+    ) -> impl std::future::Future<Output = Result<(), EffectError>> + Send {
+        async { Ok(()) }
     }
 }
 
-/// Failure of [`Effects::apply`].
+/// Additions of an [`Effects`] to the statement appending one event.
+#[derive(Debug, Default)]
+pub struct EventStatement {
+    /// A query that must return a row for the event to be appended, such as a version
+    /// check on a row locked `FOR SHARE`. Without a row nothing is written and the
+    /// command fails with [`TransactionalError::Rejected`] and `rejection`.
+    pub condition: Option<String>,
+    /// A data-modifying statement run in the same statement as the append. It must
+    /// change nothing unless the CTE `appended` (one row once the event is appended)
+    /// has a row, for example `INSERT ... SELECT ... FROM appended`.
+    pub write: Option<String>,
+    /// Message for the client when `condition` returned no row, with what to do next.
+    pub rejection: String,
+}
+
+/// Failure of an [`Effects`] method.
 #[derive(Debug, thiserror::Error)]
 pub enum EffectError {
     #[error(transparent)]
@@ -134,8 +170,8 @@ impl<A: Aggregate> CommandBus<A> {
         })
     }
 
-    /// Handles `command` like [`CommandBus::execute`], then appends the events and applies
-    /// `effects` in one transaction, so either both are stored or neither is.
+    /// Handles `command` like [`CommandBus::execute`], then appends the events together
+    /// with `effects`, atomically: either both are stored or neither is.
     pub async fn execute_with<F: Effects<A>>(
         &self,
         aggregate_id: &str,
@@ -175,9 +211,6 @@ impl<A: Aggregate> CommandBus<A> {
     /// `current`) instead of reading it again. If another writer appended since, the
     /// primary key turns the append into [`AggregateError::AggregateConflict`], as for
     /// any concurrent write.
-    ///
-    /// The events are written to the same `events` table and in the same form as
-    /// postgres-es writes them, so the aggregate loads the same way afterwards.
     pub async fn execute_loaded_with<F: Effects<A>>(
         &self,
         aggregate_id: &str,
@@ -203,37 +236,31 @@ impl<A: Aggregate> CommandBus<A> {
 
         let metadata = serde_json::to_string(&metadata.into_map())
             .map_err(|error| AggregateError::UnexpectedError(Box::new(error)))?;
-        let mut transaction = match effects.opening() {
-            Some(opening) => self.pool.begin_with(format!("BEGIN; {opening}")).await,
-            None => self.pool.begin().await,
-        }
-        .map_err(classify)?;
+        let mut statements = Vec::with_capacity(events.len());
         for (offset, event) in events.iter().enumerate() {
-            let payload = serde_json::to_string(event)
-                .map_err(|error| AggregateError::UnexpectedError(Box::new(error)))?;
-            sqlx::query(
-                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-                 VALUES ($1, $2, $3, $4, $5, $6::text::json, $7::text::json)",
-            )
-            .bind(A::TYPE)
-            .bind(aggregate_id)
-            .bind((current + offset + 1) as i64)
-            .bind(event.event_type())
-            .bind(event.event_version())
-            .bind(payload)
-            .bind(&metadata)
-            .execute(&mut *transaction)
-            .await
-            .map_err(classify)?;
+            statements.push(self.append_statement(
+                aggregate_id,
+                current + offset + 1,
+                event,
+                &metadata,
+                effects,
+            )?);
         }
-        effects
-            .apply(aggregate_id, &events, &mut transaction)
-            .await
-            .map_err(|error| match error {
-                EffectError::Database(error) => classify(error),
-                EffectError::Rejected(reason) => TransactionalError::Rejected(reason),
-            })?;
-        transaction.commit().await.map_err(classify)?;
+
+        if let ([statement], false) = (statements.as_mut_slice(), effects.has_follow_up()) {
+            let mut connection = self.pool.acquire().await.map_err(classify)?;
+            statement.run(&mut connection).await?;
+        } else {
+            let mut transaction = self.pool.begin().await.map_err(classify)?;
+            for statement in &mut statements {
+                statement.run(&mut transaction).await?;
+            }
+            effects
+                .follow_up(aggregate_id, &events, &mut transaction)
+                .await
+                .map_err(effect_error)?;
+            transaction.commit().await.map_err(classify)?;
+        }
         Ok(Committed {
             aggregate_id: aggregate_id.to_owned(),
             sequence: current + events.len(),
@@ -241,10 +268,93 @@ impl<A: Aggregate> CommandBus<A> {
         })
     }
 
+    /// Builds the statement that appends `event` at `sequence` with what `effects` adds
+    /// to it. The events are written to the same table and in the same form as
+    /// postgres-es writes them, so the aggregate loads the same way afterwards.
+    fn append_statement<F: Effects<A>>(
+        &self,
+        aggregate_id: &str,
+        sequence: usize,
+        event: &A::Event,
+        metadata: &str,
+        effects: &F,
+    ) -> Result<Append, TransactionalError<A::Error>> {
+        let payload = serde_json::to_string(event)
+            .map_err(|error| AggregateError::UnexpectedError(Box::new(error)))?;
+        let mut arguments = PgArguments::default();
+        let added = (|| {
+            arguments.add(A::TYPE)?;
+            arguments.add(aggregate_id.to_owned())?;
+            arguments.add(sequence as i64)?;
+            arguments.add(event.event_type())?;
+            arguments.add(event.event_version())?;
+            arguments.add(payload)?;
+            arguments.add(metadata.to_owned())
+        })();
+        added.map_err(AggregateError::UnexpectedError)?;
+        let added = effects
+            .statement(aggregate_id, event, &mut arguments)
+            .map_err(effect_error)?;
+        let condition = added
+            .condition
+            .map(|condition| format!(" WHERE EXISTS ({condition})"))
+            .unwrap_or_default();
+        let write = added
+            .write
+            .map(|write| format!(", effects AS ({write})"))
+            .unwrap_or_default();
+        let sql = format!(
+            "WITH appended AS (\
+               INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+               SELECT $1, $2, $3, $4, $5, $6::text::json, $7::text::json{condition} \
+               RETURNING sequence){write} \
+             SELECT count(*) FROM appended"
+        );
+        Ok(Append {
+            sql,
+            arguments: Some(arguments),
+            rejection: added.rejection,
+        })
+    }
+
     /// Loads an aggregate's current state and sequence (0 when it has no events).
     pub async fn load(&self, aggregate_id: &str) -> Result<(A, usize), AggregateError<A::Error>> {
         let context = self.store.load_aggregate(aggregate_id).await?;
         Ok((context.aggregate, context.current_sequence))
+    }
+}
+
+/// One event's append statement, ready to run.
+struct Append {
+    sql: String,
+    arguments: Option<PgArguments>,
+    rejection: String,
+}
+
+impl Append {
+    async fn run<E: std::error::Error>(
+        &mut self,
+        connection: &mut sqlx::PgConnection,
+    ) -> Result<(), TransactionalError<E>> {
+        let arguments = self.arguments.take().unwrap_or_default();
+        let appended: i64 = sqlx::query_scalar_with(&self.sql, arguments)
+            .fetch_one(connection)
+            .await
+            .map_err(classify)?;
+        if appended == 1 {
+            Ok(())
+        } else {
+            Err(TransactionalError::Rejected(std::mem::take(
+                &mut self.rejection,
+            )))
+        }
+    }
+}
+
+fn effect_error<E: std::error::Error>(error: EffectError) -> TransactionalError<E> {
+    match error {
+        EffectError::Database(error) => classify(error),
+        EffectError::Rejected(reason) => TransactionalError::Rejected(reason),
     }
 }
 

@@ -13,6 +13,7 @@ use medflow_domain::doctor::DoctorCommand;
 use medflow_domain::values::{AccountId, Role};
 use medflow_infra::clock::ManualClock;
 use medflow_tests::api::{expect_problem, Api};
+use medflow_tests::database;
 use medflow_tests::fixtures::{every_day, Fixtures};
 use medflow_tests::TestEnv;
 use rand::seq::SliceRandom;
@@ -840,6 +841,138 @@ async fn racing_bookings_reported_or_rejected() {
             "round {round}: the bookings that committed are exactly the affected ones"
         );
     }
+}
+
+/// Waits until a statement of this test's database waits for a lock held by another
+/// transaction. Reads the activity as the superuser, the one role allowed to read every
+/// role's sessions.
+async fn until_a_statement_waits_for_a_lock(clinic: &Clinic) {
+    let observer = database::connect(&database::url("postgres", &clinic.env.database)).await;
+    medflow_tests::wait::eventually(Duration::from_secs(10), "a statement waiting for a lock", || async {
+        let waiting: i64 = observer
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND state = 'active' AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        (waiting > 0).then_some(())
+    })
+    .await;
+}
+
+/// A booking checked against the doctor's profile while a profile change is still
+/// open waits for it. Because the change moved the profile's sequence, the booking is
+/// rejected and writes nothing. Once the sequence is back, it goes through.
+#[tokio::test]
+async fn booking_waits_for_an_open_profile_change() {
+    let clinic = Clinic::start().await;
+    let (doctor, _, _) = clinic
+        .fixtures
+        .verified_doctor("UTC", &every_day("08:00", "20:00"))
+        .await;
+    let (_, token) = clinic.fixtures.patient().await;
+    let day = Utc::now() + TimeDelta::days(2);
+    let slots = clinic
+        .slots(&token, doctor, day, day + TimeDelta::days(1))
+        .await;
+
+    let mut client = clinic.env.owner_client().await;
+    let change = client.transaction().await.unwrap();
+    let updated = change
+        .execute(
+            "UPDATE doctor_calendar_versions SET profile_sequence = profile_sequence + 1 \
+             WHERE doctor_id = $1",
+            &[&doctor.0],
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated, 1, "the verified doctor has a calendar version row");
+    let commit = async {
+        until_a_statement_waits_for_a_lock(&clinic).await;
+        change.commit().await.unwrap();
+    };
+    let (response, ()) = tokio::join!(clinic.book(&token, doctor, slots[0]), commit);
+    let body = expect_problem(response, StatusCode::CONFLICT).await;
+    assert_eq!(problem_type(&body), "urn:medflow:problem:schedule-changed");
+    let written: i64 = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM events WHERE aggregate_type = 'appointment') \
+                  + (SELECT count(*) FROM appointment_reservations)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        written, 0,
+        "a refused booking leaves neither event nor reservation"
+    );
+
+    client
+        .execute(
+            "UPDATE doctor_calendar_versions SET profile_sequence = profile_sequence - 1 \
+             WHERE doctor_id = $1",
+            &[&doctor.0],
+        )
+        .await
+        .unwrap();
+    clinic.book_ok(&token, doctor, slots[0]).await;
+}
+
+/// Time off added while a booking has the doctor's calendar row locked waits for it,
+/// then lists the reservation the booking wrote.
+#[tokio::test]
+async fn time_off_waits_for_a_booking_in_flight() {
+    let clinic = Clinic::start().await;
+    let (doctor, doctor_token, _) = clinic
+        .fixtures
+        .verified_doctor("UTC", &every_day("08:00", "20:00"))
+        .await;
+    let (patient, token) = clinic.fixtures.patient().await;
+    let day = Utc::now() + TimeDelta::days(2);
+    let slots = clinic
+        .slots(&token, doctor, day, day + TimeDelta::days(1))
+        .await;
+
+    // Plays the part of a booking statement: the row lock, then its reservation.
+    let mut client = clinic.env.owner_client().await;
+    let booking = client.transaction().await.unwrap();
+    let locked = booking
+        .execute(
+            "SELECT FROM doctor_calendar_versions WHERE doctor_id = $1 FOR SHARE",
+            &[&doctor.0],
+        )
+        .await
+        .unwrap();
+    assert_eq!(locked, 1);
+    let appointment_id = Uuid::new_v4();
+    booking
+        .execute(
+            "INSERT INTO appointment_reservations (appointment_id, doctor_id, patient_id, during) \
+             VALUES ($1, $2, $3, tstzrange($4::timestamptz, $4::timestamptz + interval '30 minutes'))",
+            &[&appointment_id, &doctor.0, &patient.0, &slots[1]],
+        )
+        .await
+        .unwrap();
+    let commit = async {
+        until_a_statement_waits_for_a_lock(&clinic).await;
+        booking.commit().await.unwrap();
+    };
+    let time_off = clinic.api.command_post(
+        &doctor_token,
+        "/doctors/me/time-off",
+        json!({ "start": rfc3339(slots[0]), "end": rfc3339(slots[3]) }),
+    );
+    let (response, ()) = tokio::join!(time_off, commit);
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["affected_appointments"],
+        json!([appointment_id.to_string()])
+    );
 }
 
 #[tokio::test]
