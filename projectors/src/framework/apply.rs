@@ -1,3 +1,5 @@
+use std::collections::HashMap;
+
 use deadpool_postgres::StatementCache;
 use medflow_infra::events::{StoredEvent, STORED_EVENT_COLUMNS};
 use tokio_postgres::Client;
@@ -30,7 +32,8 @@ pub async fn apply_event(
 
 /// Applies `events` in order like [`apply_event`], all in one transaction, so a batch
 /// costs one commit; returns the outcome of each. On error nothing of the batch is
-/// stored.
+/// stored. The offsets of the batch's aggregates are read with one statement and saved
+/// with another, whatever the number of events.
 pub async fn apply_events(
     client: &mut Client,
     statements: Option<&StatementCache>,
@@ -49,29 +52,115 @@ pub async fn apply_events(
                 &[&lock_key(projection.name())],
             )
             .await?;
+        let mut offsets = Offsets::read(&writer, projection.name(), events).await?;
         let mut outcomes = Vec::with_capacity(events.len());
         for event in events {
-            outcomes.push(apply_in(&writer, projection, event).await?);
+            outcomes.push(apply_in(&writer, projection, event, &mut offsets).await?);
         }
+        offsets.save(&writer, projection.name()).await?;
         outcomes
     };
     transaction.commit().await?;
     Ok(outcomes)
 }
 
-/// Applies one event inside a transaction that holds the projection lock.
+/// The last applied sequence of each aggregate in a batch, locked until the batch
+/// commits, and the ones the batch advanced.
+struct Offsets {
+    last: HashMap<(String, String), i64>,
+    advanced: HashMap<(String, String), i64>,
+}
+
+impl Offsets {
+    /// Reads and locks the offsets of every aggregate that `events` belong to.
+    async fn read(
+        transaction: &ReadModelTransaction<'_>,
+        projection: &str,
+        events: &[StoredEvent],
+    ) -> Result<Self, tokio_postgres::Error> {
+        let mut keys: Vec<(&str, &str)> = events
+            .iter()
+            .map(|event| (event.aggregate_type.as_str(), event.aggregate_id.as_str()))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let (types, ids): (Vec<&str>, Vec<&str>) = keys.into_iter().unzip();
+        // One index lookup per key, in sorted order, so that concurrent batches lock
+        // rows in the same order.
+        let rows = transaction
+            .query(
+                "SELECT o.aggregate_type, o.aggregate_id, o.last_sequence
+                 FROM unnest($2::text[], $3::text[]) AS batch (aggregate_type, aggregate_id)
+                 CROSS JOIN LATERAL (
+                     SELECT aggregate_type, aggregate_id, last_sequence FROM projection_offsets
+                     WHERE projection = $1
+                       AND aggregate_type = batch.aggregate_type
+                       AND aggregate_id = batch.aggregate_id
+                     FOR UPDATE) AS o",
+                &[&projection, &types, &ids],
+            )
+            .await?;
+        let last = rows
+            .iter()
+            .map(|row| ((row.get(0), row.get(1)), row.get(2)))
+            .collect();
+        Ok(Self {
+            last,
+            advanced: HashMap::new(),
+        })
+    }
+
+    fn last(&self, event: &StoredEvent) -> i64 {
+        let key = (event.aggregate_type.clone(), event.aggregate_id.clone());
+        self.last.get(&key).copied().unwrap_or(0)
+    }
+
+    fn advance(&mut self, event: &StoredEvent) {
+        let key = (event.aggregate_type.clone(), event.aggregate_id.clone());
+        self.last.insert(key.clone(), event.sequence);
+        self.advanced.insert(key, event.sequence);
+    }
+
+    /// Saves the advanced offsets in one statement.
+    async fn save(
+        &self,
+        transaction: &ReadModelTransaction<'_>,
+        projection: &str,
+    ) -> Result<(), tokio_postgres::Error> {
+        if self.advanced.is_empty() {
+            return Ok(());
+        }
+        let mut types = Vec::with_capacity(self.advanced.len());
+        let mut ids = Vec::with_capacity(self.advanced.len());
+        let mut sequences = Vec::with_capacity(self.advanced.len());
+        for ((aggregate_type, aggregate_id), sequence) in &self.advanced {
+            types.push(aggregate_type.as_str());
+            ids.push(aggregate_id.as_str());
+            sequences.push(*sequence);
+        }
+        transaction
+            .execute(
+                "INSERT INTO projection_offsets (projection, aggregate_type, aggregate_id, last_sequence, updated_at)
+                 SELECT $1, aggregate_type, aggregate_id, last_sequence, now()
+                 FROM unnest($2::text[], $3::text[], $4::bigint[]) AS batch (aggregate_type, aggregate_id, last_sequence)
+                 ON CONFLICT (projection, aggregate_type, aggregate_id)
+                 DO UPDATE SET last_sequence = EXCLUDED.last_sequence, updated_at = EXCLUDED.updated_at",
+                &[&projection, &types, &ids, &sequences],
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// Applies one event inside a transaction that holds the projection lock and the
+/// aggregate's offset.
 async fn apply_in(
     transaction: &ReadModelTransaction<'_>,
     projection: &dyn Projection,
     event: &StoredEvent,
+    offsets: &mut Offsets,
 ) -> anyhow::Result<Applied> {
-    let last = last_sequence(
-        transaction,
-        projection.name(),
-        &event.aggregate_type,
-        &event.aggregate_id,
-    )
-    .await?;
+    let last = offsets.last(event);
     if event.sequence <= last {
         return Ok(Applied::Duplicate);
     }
@@ -88,32 +177,8 @@ async fn apply_in(
         }
     }
     projection.apply(transaction, event).await?;
-    save_sequence(
-        transaction,
-        projection.name(),
-        &event.aggregate_type,
-        &event.aggregate_id,
-        event.sequence,
-    )
-    .await?;
+    offsets.advance(event);
     Ok(Applied::Applied)
-}
-
-async fn last_sequence(
-    transaction: &ReadModelTransaction<'_>,
-    projection: &str,
-    aggregate_type: &str,
-    aggregate_id: &str,
-) -> Result<i64, tokio_postgres::Error> {
-    let row = transaction
-        .query_opt(
-            "SELECT last_sequence FROM projection_offsets
-             WHERE projection = $1 AND aggregate_type = $2 AND aggregate_id = $3
-             FOR UPDATE",
-            &[&projection, &aggregate_type, &aggregate_id],
-        )
-        .await?;
-    Ok(row.map_or(0, |row| row.get(0)))
 }
 
 pub(super) async fn save_sequence(
