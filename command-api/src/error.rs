@@ -48,6 +48,7 @@ pub fn from_doctor_transaction_error(error: TransactionalError<DoctorError>) -> 
     match error {
         TransactionalError::Aggregate(error) => from_doctor_error(error),
         TransactionalError::Rejected(reason) => ApiError::Conflict(reason),
+        TransactionalError::Deadlocked => concurrent_write(),
         TransactionalError::Excluded(constraint) => ApiError::internal(anyhow::anyhow!(
             "unexpected exclusion constraint {constraint}"
         )),
@@ -84,6 +85,7 @@ pub fn from_appointment_error(error: TransactionalError<AppointmentError>) -> Ap
         TransactionalError::Rejected(reason) => {
             ApiError::conflict("schedule-changed", "Schedule changed", reason)
         }
+        TransactionalError::Deadlocked => concurrent_write(),
         TransactionalError::Aggregate(AggregateError::UserError(error)) => {
             appointment_problem(error)
         }
@@ -94,6 +96,15 @@ pub fn from_appointment_error(error: TransactionalError<AppointmentError>) -> Ap
             ApiError::internal(anyhow::anyhow!("appointment command failed: {other}"))
         }
     }
+}
+
+/// Returns the 409 for a write that PostgreSQL aborted twice to resolve a deadlock with
+/// concurrent writes of the same calendar.
+fn concurrent_write() -> ApiError {
+    ApiError::Conflict(
+        "concurrent requests changed the same calendar at the same moment; retry the request"
+            .to_owned(),
+    )
 }
 
 /// Maps a rule of the appointment aggregate to a problem, with the rule's own text.

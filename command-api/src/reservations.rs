@@ -63,7 +63,7 @@ impl Effects<Appointment> for ReservationEffects {
                 slot,
                 ..
             } => {
-                let condition = self.profile_unchanged(&mut next)?;
+                let condition = self.profile_unchanged(&mut next, "")?;
                 let write = format!(
                     "INSERT INTO appointment_reservations (appointment_id, doctor_id, patient_id, during) \
                      SELECT {}, {}, {}, {} FROM appended",
@@ -75,12 +75,17 @@ impl Effects<Appointment> for ReservationEffects {
                 guarded(condition, write)
             }
             AppointmentEvent::AppointmentRescheduled { to, .. } => {
-                let condition = self.profile_unchanged(&mut next)?;
+                // A booked appointment always has its reservation; without it there
+                // would be nothing to move.
+                let appointment = next.bind(appointment_id)?;
+                let reserved = format!(
+                    " AND EXISTS (SELECT FROM appointment_reservations WHERE appointment_id = {appointment})"
+                );
+                let condition = self.profile_unchanged(&mut next, &reserved)?;
                 let write = format!(
                     "UPDATE appointment_reservations SET during = {} \
-                     WHERE appointment_id = {} AND EXISTS (SELECT FROM appended)",
+                     WHERE appointment_id = {appointment} AND EXISTS (SELECT FROM appended)",
                     next.bind(pg_range(to))?,
-                    next.bind(appointment_id)?,
                 );
                 guarded(condition, write)
             }
@@ -106,7 +111,12 @@ impl Effects<Appointment> for ReservationEffects {
 impl ReservationEffects {
     /// Returns the condition that locks the doctor's calendar version row in shared mode
     /// and is true while the row has the sequence the slot was checked against.
-    fn profile_unchanged(&self, next: &mut Parameters<'_>) -> Result<String, EffectError> {
+    /// `also` adds conditions to the row's `WHERE` clause.
+    fn profile_unchanged(
+        &self,
+        next: &mut Parameters<'_>,
+        also: &str,
+    ) -> Result<String, EffectError> {
         let checked = self.checked.ok_or_else(|| {
             EffectError::Database(sqlx::Error::Protocol(
                 "a booking or reschedule needs the doctor profile it was checked against"
@@ -115,7 +125,7 @@ impl ReservationEffects {
         })?;
         Ok(format!(
             "SELECT FROM doctor_calendar_versions \
-             WHERE doctor_id = {} AND profile_sequence = {} FOR SHARE",
+             WHERE doctor_id = {} AND profile_sequence = {}{also} FOR SHARE",
             next.bind(checked.doctor.0)?,
             next.bind(checked.sequence as i64)?,
         ))

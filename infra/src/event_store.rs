@@ -125,6 +125,10 @@ pub enum TransactionalError<E: std::error::Error> {
     /// The effects rejected the change; see [`EffectError::Rejected`].
     #[error("{0}")]
     Rejected(String),
+    /// PostgreSQL aborted the write to break a deadlock with a concurrent one, again
+    /// after one retry. Nothing was stored; the request may be sent again.
+    #[error("the write was aborted to resolve a deadlock with a concurrent write")]
+    Deadlocked,
 }
 
 impl<A: Aggregate> CommandBus<A> {
@@ -247,12 +251,18 @@ impl<A: Aggregate> CommandBus<A> {
             )?);
         }
 
-        if let ([statement], false) = (statements.as_mut_slice(), effects.has_follow_up()) {
+        if let ([statement], false) = (statements.as_slice(), effects.has_follow_up()) {
             let mut connection = self.pool.acquire().await.map_err(classify)?;
-            statement.run(&mut connection).await?;
+            match statement.run(&mut connection).await {
+                // Two inserts checking one exclusion constraint can wait for each other,
+                // and PostgreSQL then aborts one. Nothing was written, so the statement
+                // runs once more and now meets the other's committed row.
+                Err(TransactionalError::Deadlocked) => statement.run(&mut connection).await?,
+                outcome => outcome?,
+            }
         } else {
             let mut transaction = self.pool.begin().await.map_err(classify)?;
-            for statement in &mut statements {
+            for statement in &statements {
                 statement.run(&mut transaction).await?;
             }
             effects
@@ -312,7 +322,7 @@ impl<A: Aggregate> CommandBus<A> {
         );
         Ok(Append {
             sql,
-            arguments: Some(arguments),
+            arguments,
             rejection: added.rejection,
         })
     }
@@ -327,26 +337,23 @@ impl<A: Aggregate> CommandBus<A> {
 /// One event's append statement, ready to run.
 struct Append {
     sql: String,
-    arguments: Option<PgArguments>,
+    arguments: PgArguments,
     rejection: String,
 }
 
 impl Append {
     async fn run<E: std::error::Error>(
-        &mut self,
+        &self,
         connection: &mut sqlx::PgConnection,
     ) -> Result<(), TransactionalError<E>> {
-        let arguments = self.arguments.take().unwrap_or_default();
-        let appended: i64 = sqlx::query_scalar_with(&self.sql, arguments)
+        let appended: i64 = sqlx::query_scalar_with(&self.sql, self.arguments.clone())
             .fetch_one(connection)
             .await
             .map_err(classify)?;
         if appended == 1 {
             Ok(())
         } else {
-            Err(TransactionalError::Rejected(std::mem::take(
-                &mut self.rejection,
-            )))
+            Err(TransactionalError::Rejected(self.rejection.clone()))
         }
     }
 }
@@ -362,8 +369,9 @@ fn store_error<E: std::error::Error>(error: sqlx::Error) -> TransactionalError<E
     TransactionalError::Aggregate(AggregateError::DatabaseConnectionError(Box::new(error)))
 }
 
-/// Maps a duplicate event sequence to a concurrency conflict and an exclusion
-/// violation to [`TransactionalError::Excluded`].
+/// Maps a duplicate event sequence to a concurrency conflict, an exclusion violation
+/// to [`TransactionalError::Excluded`] and a deadlock to
+/// [`TransactionalError::Deadlocked`].
 fn classify<E: std::error::Error>(error: sqlx::Error) -> TransactionalError<E> {
     if let sqlx::Error::Database(database) = &error {
         match database.code().as_deref() {
@@ -374,6 +382,7 @@ fn classify<E: std::error::Error>(error: sqlx::Error) -> TransactionalError<E> {
                 let constraint = database.constraint().unwrap_or_default().to_owned();
                 return TransactionalError::Excluded(constraint);
             }
+            Some("40P01") => return TransactionalError::Deadlocked,
             _ => {}
         }
     }

@@ -12,6 +12,10 @@
 --
 -- This replaces the advisory calendar lock, which needed BEGIN, the lock and the
 -- guarded write as separate round trips.
+-- No profile event may commit between the backfill below and the trigger's creation,
+-- or its doctor's row would stay behind and every booking of that doctor would fail.
+LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE;
+
 CREATE TABLE doctor_calendar_versions
 (
     doctor_id        uuid PRIMARY KEY,

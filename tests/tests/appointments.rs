@@ -844,7 +844,7 @@ async fn racing_bookings_reported_or_rejected() {
 }
 
 /// Waits until a statement of this test's database waits for a lock held by another
-/// transaction. Reads the activity as the superuser, the one role allowed to read every
+/// transaction. Reads the activity as the superuser, which may read every
 /// role's sessions.
 async fn until_a_statement_waits_for_a_lock(clinic: &Clinic) {
     let observer = database::connect(&database::url("postgres", &clinic.env.database)).await;
@@ -973,6 +973,69 @@ async fn time_off_waits_for_a_booking_in_flight() {
         body["affected_appointments"],
         json!([appointment_id.to_string()])
     );
+}
+
+/// A booking that PostgreSQL aborts to break a deadlock on the exclusion constraints
+/// is run once more and gets the conflict it meets, not a server error.
+#[tokio::test]
+async fn deadlocked_booking_reports_the_conflict() {
+    let clinic = Clinic::start().await;
+    let (doctor, _, _) = clinic
+        .fixtures
+        .verified_doctor("UTC", &every_day("08:00", "20:00"))
+        .await;
+    let (patient, token) = clinic.fixtures.patient().await;
+    let day = Utc::now() + TimeDelta::days(2);
+    let slots = clinic
+        .slots(&token, doctor, day, day + TimeDelta::days(1))
+        .await;
+
+    // A second writer holds the patient's interval, so the booking, which checks the
+    // doctor's constraint first, waits on the patient's. The writer then adds the
+    // doctor's interval and waits for the booking: a deadlock. The writer checks for
+    // deadlocks after 10 s, the booking's connection after 1 s (the default), so
+    // PostgreSQL aborts the booking.
+    let mut client = database::connect(&database::url("postgres", &clinic.env.database)).await;
+    let writer = client.transaction().await.unwrap();
+    writer
+        .execute("SET LOCAL deadlock_timeout = '10s'", &[])
+        .await
+        .unwrap();
+    let reserve = "INSERT INTO appointment_reservations (appointment_id, doctor_id, patient_id, during) \
+                   VALUES ($1, $2, $3, tstzrange($4::timestamptz, $4::timestamptz + interval '30 minutes'))";
+    writer
+        .execute(
+            reserve,
+            &[&Uuid::new_v4(), &Uuid::new_v4(), &patient.0, &slots[0]],
+        )
+        .await
+        .unwrap();
+    let deadlock = async {
+        until_a_statement_waits_for_a_lock(&clinic).await;
+        writer
+            .execute(
+                reserve,
+                &[&Uuid::new_v4(), &doctor.0, &Uuid::new_v4(), &slots[0]],
+            )
+            .await
+            .unwrap();
+        // The booking, run again, now waits for this transaction's intervals.
+        until_a_statement_waits_for_a_lock(&clinic).await;
+        writer.commit().await.unwrap();
+    };
+    let (response, ()) = tokio::join!(clinic.book(&token, doctor, slots[0]), deadlock);
+    let body = expect_problem(response, StatusCode::CONFLICT).await;
+    assert_eq!(problem_type(&body), "urn:medflow:problem:slot-taken");
+
+    let appended: i64 = client
+        .query_one(
+            "SELECT count(*) FROM events WHERE aggregate_type = 'appointment'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(appended, 0);
 }
 
 #[tokio::test]

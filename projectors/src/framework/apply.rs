@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use deadpool_postgres::StatementCache;
 use medflow_infra::events::{StoredEvent, STORED_EVENT_COLUMNS};
@@ -68,7 +68,8 @@ pub async fn apply_events(
 /// commits, and the ones the batch advanced.
 struct Offsets {
     last: HashMap<(String, String), i64>,
-    advanced: HashMap<(String, String), i64>,
+    /// Sorted, so that the upsert writes rows in the same order as the read locked them.
+    advanced: BTreeMap<(String, String), i64>,
 }
 
 impl Offsets {
@@ -106,7 +107,7 @@ impl Offsets {
             .collect();
         Ok(Self {
             last,
-            advanced: HashMap::new(),
+            advanced: BTreeMap::new(),
         })
     }
 
@@ -121,7 +122,8 @@ impl Offsets {
         self.advanced.insert(key, event.sequence);
     }
 
-    /// Saves the advanced offsets in one statement.
+    /// Saves the advanced offsets in one statement. An offset that a concurrent
+    /// consumer inserted for a new aggregate (no row existed to lock) never moves back.
     async fn save(
         &self,
         transaction: &ReadModelTransaction<'_>,
@@ -144,7 +146,8 @@ impl Offsets {
                  SELECT $1, aggregate_type, aggregate_id, last_sequence, now()
                  FROM unnest($2::text[], $3::text[], $4::bigint[]) AS batch (aggregate_type, aggregate_id, last_sequence)
                  ON CONFLICT (projection, aggregate_type, aggregate_id)
-                 DO UPDATE SET last_sequence = EXCLUDED.last_sequence, updated_at = EXCLUDED.updated_at",
+                 DO UPDATE SET last_sequence = EXCLUDED.last_sequence, updated_at = EXCLUDED.updated_at
+                 WHERE projection_offsets.last_sequence < EXCLUDED.last_sequence",
                 &[&projection, &types, &ids, &sequences],
             )
             .await?;
