@@ -95,3 +95,27 @@ pub async fn drop_database(name: &str) {
         .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .await;
 }
+
+/// Waits until a statement in `database` waits for a lock held by another transaction.
+/// Reads the activity as the superuser, which may read every role's sessions.
+pub async fn until_a_statement_waits_for_a_lock(database: &str) {
+    let observer = connect(&url("postgres", database)).await;
+    crate::wait::eventually(
+        std::time::Duration::from_secs(10),
+        "a statement waiting for a lock",
+        || async {
+            let waiting: i64 = observer
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND state = 'active' \
+                       AND wait_event_type = 'Lock'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            (waiting > 0).then_some(())
+        },
+    )
+    .await;
+}

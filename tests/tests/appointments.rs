@@ -843,26 +843,6 @@ async fn racing_bookings_reported_or_rejected() {
     }
 }
 
-/// Waits until a statement of this test's database waits for a lock held by another
-/// transaction. Reads the activity as the superuser, which may read every
-/// role's sessions.
-async fn until_a_statement_waits_for_a_lock(clinic: &Clinic) {
-    let observer = database::connect(&database::url("postgres", &clinic.env.database)).await;
-    medflow_tests::wait::eventually(Duration::from_secs(10), "a statement waiting for a lock", || async {
-        let waiting: i64 = observer
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity \
-                 WHERE datname = current_database() AND state = 'active' AND wait_event_type = 'Lock'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        (waiting > 0).then_some(())
-    })
-    .await;
-}
-
 /// A booking checked against the doctor's profile while a profile change is still
 /// open waits for it. Because the change moved the profile's sequence, the booking is
 /// rejected and writes nothing. Once the sequence is back, it goes through.
@@ -891,7 +871,7 @@ async fn booking_waits_for_an_open_profile_change() {
         .unwrap();
     assert_eq!(updated, 1, "the verified doctor has a calendar version row");
     let commit = async {
-        until_a_statement_waits_for_a_lock(&clinic).await;
+        database::until_a_statement_waits_for_a_lock(&clinic.env.database).await;
         change.commit().await.unwrap();
     };
     let (response, ()) = tokio::join!(clinic.book(&token, doctor, slots[0]), commit);
@@ -958,7 +938,7 @@ async fn time_off_waits_for_a_booking_in_flight() {
         .await
         .unwrap();
     let commit = async {
-        until_a_statement_waits_for_a_lock(&clinic).await;
+        database::until_a_statement_waits_for_a_lock(&clinic.env.database).await;
         booking.commit().await.unwrap();
     };
     let time_off = clinic.api.command_post(
@@ -1011,7 +991,7 @@ async fn deadlocked_booking_reports_the_conflict() {
         .await
         .unwrap();
     let deadlock = async {
-        until_a_statement_waits_for_a_lock(&clinic).await;
+        database::until_a_statement_waits_for_a_lock(&clinic.env.database).await;
         writer
             .execute(
                 reserve,
@@ -1020,7 +1000,7 @@ async fn deadlocked_booking_reports_the_conflict() {
             .await
             .unwrap();
         // The booking, run again, now waits for this transaction's intervals.
-        until_a_statement_waits_for_a_lock(&clinic).await;
+        database::until_a_statement_waits_for_a_lock(&clinic.env.database).await;
         writer.commit().await.unwrap();
     };
     let (response, ()) = tokio::join!(clinic.book(&token, doctor, slots[0]), deadlock);

@@ -8,8 +8,10 @@ use medflow_domain::account::{Account, AccountCommand, RegisterAccount};
 use medflow_domain::values::{AccountId, EmailIndex, Role, SealedValue};
 use medflow_infra::event_store::{CommandBus, EventMetadata};
 use medflow_infra::events::{StoredEvent, STORED_EVENT_COLUMNS};
+use medflow_projectors::framework::Projection;
 use medflow_projectors::framework::{apply_event, apply_events, rebuild, Applied};
 use medflow_projectors::projections::accounts::AccountsProjection;
+use medflow_tests::database;
 use medflow_tests::process::ServiceProcess;
 use medflow_tests::wait::eventually;
 use medflow_tests::TestEnv;
@@ -250,6 +252,39 @@ async fn batch_applies_each_event_once() {
         .unwrap();
     assert_eq!(outcomes, vec![Applied::Duplicate; events.len()]);
     assert_eq!(snapshot(&env).await, applied);
+}
+
+/// An offset row that another consumer inserted for a new aggregate while this batch
+/// ran (there was no row to lock yet) is not moved back by the batch's upsert.
+#[tokio::test]
+async fn concurrent_offset_never_moves_back() {
+    let env = TestEnv::new().await;
+    let bus = command_bus(&env).await;
+    let ids = write_account_histories(&bus, 1).await;
+    let events = stored_events(&env, &ids[0]).await;
+    let mut other = env.app_client().await;
+    let ahead = other.transaction().await.unwrap();
+    ahead
+        .execute(
+            "INSERT INTO projection_offsets (projection, aggregate_type, aggregate_id, last_sequence, updated_at) \
+             VALUES ($1, 'account', $2, 4, now())",
+            &[&AccountsProjection.name(), &ids[0].to_string()],
+        )
+        .await
+        .unwrap();
+
+    let mut client = env.app_client().await;
+    let commit = async {
+        database::until_a_statement_waits_for_a_lock(&env.database).await;
+        ahead.commit().await.unwrap();
+    };
+    let (outcome, ()) = tokio::join!(
+        apply_events(&mut client, None, &AccountsProjection, &events[..1]),
+        commit
+    );
+    assert_eq!(outcome.unwrap(), vec![Applied::Applied]);
+    let (_, offsets) = snapshot(&env).await;
+    assert_eq!(offsets, vec![format!("{}:4", ids[0])]);
 }
 
 #[tokio::test]
