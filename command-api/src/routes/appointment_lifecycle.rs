@@ -150,6 +150,7 @@ async fn doctor_step(
     security(("session" = [])),
     responses(
         (status = 202, description = "Consultation started", body = CommandAccepted),
+        (status = 401, description = "No live session", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Caller is not a doctor", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No appointment with this id for the calling doctor", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not booked (`invalid-transition`), more than 10 minutes before the start (`too-early`), or after the slot end (`too-late`)", body = Problem, content_type = "application/problem+json"),
@@ -172,6 +173,7 @@ pub async fn start(
     security(("session" = [])),
     responses(
         (status = 202, description = "Consultation completed", body = CommandAccepted),
+        (status = 401, description = "No live session", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Caller is not a doctor", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No appointment with this id for the calling doctor", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The consultation is not in progress (`invalid-transition`)", body = Problem, content_type = "application/problem+json"),
@@ -194,6 +196,7 @@ pub async fn complete(
     security(("session" = [])),
     responses(
         (status = 202, description = "Appointment marked as a no-show", body = CommandAccepted),
+        (status = 401, description = "No live session", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Caller is not a doctor", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No appointment with this id for the calling doctor", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not booked (`invalid-transition`) or less than 10 minutes after the start (`too-early`)", body = Problem, content_type = "application/problem+json"),

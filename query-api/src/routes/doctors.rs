@@ -368,6 +368,7 @@ pub struct SlotParams {
     security(("session" = [])),
     responses(
         (status = 200, description = "Bookable 30-minute slots in UTC, with the doctor's time zone", body = Object),
+        (status = 401, description = "No live session", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No verified doctor with this id", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "from or to is missing or invalid, or the range exceeds the horizon", body = Problem, content_type = "application/problem+json"),
     )
