@@ -31,7 +31,8 @@ use crate::state::SharedState;
 pub struct BookingRequest {
     /// Account id of a verified doctor.
     pub doctor_id: String,
-    /// Slot start as RFC 3339, exactly as the slot list returned it.
+    /// Slot start as RFC 3339, as the slot list returned it. Any offset naming the same
+    /// instant is accepted.
     pub start: String,
 }
 
