@@ -843,21 +843,72 @@ async fn racing_bookings_reported_or_rejected() {
     }
 }
 
+/// A clinic with one doctor available from 08:00 to 20:00 UTC every day, one patient,
+/// and the doctor's slots on the day after tomorrow.
+struct OneDoctor {
+    clinic: Clinic,
+    doctor: AccountId,
+    doctor_token: String,
+    patient: AccountId,
+    token: String,
+    slots: Vec<DateTime<Utc>>,
+}
+
+impl OneDoctor {
+    async fn start() -> Self {
+        let clinic = Clinic::start().await;
+        let (doctor, doctor_token, _) = clinic
+            .fixtures
+            .verified_doctor("UTC", &every_day("08:00", "20:00"))
+            .await;
+        let (patient, token) = clinic.fixtures.patient().await;
+        let day = Utc::now() + TimeDelta::days(2);
+        let slots = clinic
+            .slots(&token, doctor, day, day + TimeDelta::days(1))
+            .await;
+        Self {
+            clinic,
+            doctor,
+            doctor_token,
+            patient,
+            token,
+            slots,
+        }
+    }
+}
+
+/// Inserts a 30-minute reservation starting at `start` inside `transaction`, as a
+/// second writer beside the command API.
+async fn reserve(
+    transaction: &tokio_postgres::Transaction<'_>,
+    doctor: Uuid,
+    patient: Uuid,
+    start: DateTime<Utc>,
+) -> Uuid {
+    let appointment_id = Uuid::new_v4();
+    transaction
+        .execute(
+            "INSERT INTO appointment_reservations (appointment_id, doctor_id, patient_id, during) \
+             VALUES ($1, $2, $3, tstzrange($4::timestamptz, $4::timestamptz + interval '30 minutes'))",
+            &[&appointment_id, &doctor, &patient, &start],
+        )
+        .await
+        .unwrap();
+    appointment_id
+}
+
 /// A booking checked against the doctor's profile while a profile change is still
 /// open waits for it. Because the change moved the profile's sequence, the booking is
 /// rejected and writes nothing. Once the sequence is back, it goes through.
 #[tokio::test]
 async fn booking_waits_for_an_open_profile_change() {
-    let clinic = Clinic::start().await;
-    let (doctor, _, _) = clinic
-        .fixtures
-        .verified_doctor("UTC", &every_day("08:00", "20:00"))
-        .await;
-    let (_, token) = clinic.fixtures.patient().await;
-    let day = Utc::now() + TimeDelta::days(2);
-    let slots = clinic
-        .slots(&token, doctor, day, day + TimeDelta::days(1))
-        .await;
+    let OneDoctor {
+        clinic,
+        doctor,
+        token,
+        slots,
+        ..
+    } = OneDoctor::start().await;
 
     let mut client = clinic.env.owner_client().await;
     let change = client.transaction().await.unwrap();
@@ -906,16 +957,14 @@ async fn booking_waits_for_an_open_profile_change() {
 /// then lists the reservation the booking wrote.
 #[tokio::test]
 async fn time_off_waits_for_a_booking_in_flight() {
-    let clinic = Clinic::start().await;
-    let (doctor, doctor_token, _) = clinic
-        .fixtures
-        .verified_doctor("UTC", &every_day("08:00", "20:00"))
-        .await;
-    let (patient, token) = clinic.fixtures.patient().await;
-    let day = Utc::now() + TimeDelta::days(2);
-    let slots = clinic
-        .slots(&token, doctor, day, day + TimeDelta::days(1))
-        .await;
+    let OneDoctor {
+        clinic,
+        doctor,
+        doctor_token,
+        patient,
+        slots,
+        ..
+    } = OneDoctor::start().await;
 
     // Plays the part of a booking statement: the row lock, then its reservation.
     let mut client = clinic.env.owner_client().await;
@@ -928,15 +977,7 @@ async fn time_off_waits_for_a_booking_in_flight() {
         .await
         .unwrap();
     assert_eq!(locked, 1);
-    let appointment_id = Uuid::new_v4();
-    booking
-        .execute(
-            "INSERT INTO appointment_reservations (appointment_id, doctor_id, patient_id, during) \
-             VALUES ($1, $2, $3, tstzrange($4::timestamptz, $4::timestamptz + interval '30 minutes'))",
-            &[&appointment_id, &doctor.0, &patient.0, &slots[1]],
-        )
-        .await
-        .unwrap();
+    let appointment_id = reserve(&booking, doctor.0, patient.0, slots[1]).await;
     let commit = async {
         database::until_a_statement_waits_for_a_lock(&clinic.env.database).await;
         booking.commit().await.unwrap();
@@ -959,16 +1000,14 @@ async fn time_off_waits_for_a_booking_in_flight() {
 /// is run once more and gets the conflict it meets, not a server error.
 #[tokio::test]
 async fn deadlocked_booking_reports_the_conflict() {
-    let clinic = Clinic::start().await;
-    let (doctor, _, _) = clinic
-        .fixtures
-        .verified_doctor("UTC", &every_day("08:00", "20:00"))
-        .await;
-    let (patient, token) = clinic.fixtures.patient().await;
-    let day = Utc::now() + TimeDelta::days(2);
-    let slots = clinic
-        .slots(&token, doctor, day, day + TimeDelta::days(1))
-        .await;
+    let OneDoctor {
+        clinic,
+        doctor,
+        patient,
+        token,
+        slots,
+        ..
+    } = OneDoctor::start().await;
 
     // A second writer holds the patient's interval, so the booking, which checks the
     // doctor's constraint first, waits on the patient's. The writer then adds the
@@ -981,24 +1020,10 @@ async fn deadlocked_booking_reports_the_conflict() {
         .execute("SET LOCAL deadlock_timeout = '10s'", &[])
         .await
         .unwrap();
-    let reserve = "INSERT INTO appointment_reservations (appointment_id, doctor_id, patient_id, during) \
-                   VALUES ($1, $2, $3, tstzrange($4::timestamptz, $4::timestamptz + interval '30 minutes'))";
-    writer
-        .execute(
-            reserve,
-            &[&Uuid::new_v4(), &Uuid::new_v4(), &patient.0, &slots[0]],
-        )
-        .await
-        .unwrap();
+    reserve(&writer, Uuid::new_v4(), patient.0, slots[0]).await;
     let deadlock = async {
         database::until_a_statement_waits_for_a_lock(&clinic.env.database).await;
-        writer
-            .execute(
-                reserve,
-                &[&Uuid::new_v4(), &doctor.0, &Uuid::new_v4(), &slots[0]],
-            )
-            .await
-            .unwrap();
+        reserve(&writer, doctor.0, Uuid::new_v4(), slots[0]).await;
         // The booking, run again, now waits for this transaction's intervals.
         database::until_a_statement_waits_for_a_lock(&clinic.env.database).await;
         writer.commit().await.unwrap();
