@@ -1,5 +1,3 @@
-use std::collections::{BTreeMap, HashMap};
-
 use deadpool_postgres::StatementCache;
 use medflow_infra::events::{StoredEvent, STORED_EVENT_COLUMNS};
 use tokio_postgres::Client;
@@ -64,20 +62,26 @@ pub async fn apply_events(
     Ok(outcomes)
 }
 
-/// The last applied sequence of each aggregate in a batch, locked until the batch
-/// commits, and the ones the batch advanced.
-struct Offsets {
-    last: HashMap<(String, String), i64>,
-    /// Sorted, so that the upsert writes rows in the same order as the read locked them.
-    advanced: BTreeMap<(String, String), i64>,
+/// The offsets of a batch's aggregates, sorted by aggregate and locked until the batch
+/// commits.
+struct Offsets<'a> {
+    aggregates: Vec<Offset<'a>>,
 }
 
-impl Offsets {
+/// One aggregate's last applied sequence, and whether the batch advanced it.
+struct Offset<'a> {
+    aggregate_type: &'a str,
+    aggregate_id: &'a str,
+    last: i64,
+    advanced: bool,
+}
+
+impl<'a> Offsets<'a> {
     /// Reads and locks the offsets of every aggregate that `events` belong to.
     async fn read(
         transaction: &ReadModelTransaction<'_>,
         projection: &str,
-        events: &[StoredEvent],
+        events: &'a [StoredEvent],
     ) -> Result<Self, tokio_postgres::Error> {
         let mut keys: Vec<(&str, &str)> = events
             .iter()
@@ -85,7 +89,7 @@ impl Offsets {
             .collect();
         keys.sort_unstable();
         keys.dedup();
-        let (types, ids): (Vec<&str>, Vec<&str>) = keys.into_iter().unzip();
+        let (types, ids): (Vec<&str>, Vec<&str>) = keys.iter().copied().unzip();
         // One index lookup per key, in sorted order, so that concurrent batches lock
         // rows in the same order.
         let rows = transaction
@@ -101,45 +105,69 @@ impl Offsets {
                 &[&projection, &types, &ids],
             )
             .await?;
-        let last = rows
-            .iter()
-            .map(|row| ((row.get(0), row.get(1)), row.get(2)))
-            .collect();
-        Ok(Self {
-            last,
-            advanced: BTreeMap::new(),
-        })
+        let mut offsets = Self {
+            aggregates: keys
+                .into_iter()
+                .map(|(aggregate_type, aggregate_id)| Offset {
+                    aggregate_type,
+                    aggregate_id,
+                    last: 0,
+                    advanced: false,
+                })
+                .collect(),
+        };
+        for row in &rows {
+            if let Some(index) = offsets.position(row.get(0), row.get(1)) {
+                offsets.aggregates[index].last = row.get(2);
+            }
+        }
+        Ok(offsets)
+    }
+
+    /// Returns the index of the aggregate's offset. Every aggregate of the batch has one.
+    fn position(&self, aggregate_type: &str, aggregate_id: &str) -> Option<usize> {
+        self.aggregates
+            .binary_search_by(|offset| {
+                (offset.aggregate_type, offset.aggregate_id).cmp(&(aggregate_type, aggregate_id))
+            })
+            .ok()
     }
 
     fn last(&self, event: &StoredEvent) -> i64 {
-        let key = (event.aggregate_type.clone(), event.aggregate_id.clone());
-        self.last.get(&key).copied().unwrap_or(0)
+        self.position(&event.aggregate_type, &event.aggregate_id)
+            .map_or(0, |index| self.aggregates[index].last)
     }
 
     fn advance(&mut self, event: &StoredEvent) {
-        let key = (event.aggregate_type.clone(), event.aggregate_id.clone());
-        self.last.insert(key.clone(), event.sequence);
-        self.advanced.insert(key, event.sequence);
+        if let Some(index) = self.position(&event.aggregate_type, &event.aggregate_id) {
+            let offset = &mut self.aggregates[index];
+            offset.last = event.sequence;
+            offset.advanced = true;
+        }
     }
 
-    /// Saves the advanced offsets in one statement. An offset that a concurrent
-    /// consumer inserted for a new aggregate (no row existed to lock) never moves back.
+    /// Saves the advanced offsets in one statement, in the order the read locked them.
+    /// An offset that a concurrent consumer inserted for a new aggregate (no row existed
+    /// to lock) never moves back.
     async fn save(
         &self,
         transaction: &ReadModelTransaction<'_>,
         projection: &str,
     ) -> Result<(), tokio_postgres::Error> {
-        if self.advanced.is_empty() {
+        let advanced: Vec<&Offset> = self
+            .aggregates
+            .iter()
+            .filter(|offset| offset.advanced)
+            .collect();
+        if advanced.is_empty() {
             return Ok(());
         }
-        let mut types = Vec::with_capacity(self.advanced.len());
-        let mut ids = Vec::with_capacity(self.advanced.len());
-        let mut sequences = Vec::with_capacity(self.advanced.len());
-        for ((aggregate_type, aggregate_id), sequence) in &self.advanced {
-            types.push(aggregate_type.as_str());
-            ids.push(aggregate_id.as_str());
-            sequences.push(*sequence);
-        }
+        let types: Vec<&str> = advanced
+            .iter()
+            .map(|offset| offset.aggregate_type)
+            .collect();
+        let ids: Vec<&str> = advanced.iter().map(|offset| offset.aggregate_id).collect();
+        let sequences: Vec<i64> = advanced.iter().map(|offset| offset.last).collect();
         transaction
             .execute(
                 "INSERT INTO projection_offsets (projection, aggregate_type, aggregate_id, last_sequence, updated_at)
@@ -161,7 +189,7 @@ async fn apply_in(
     transaction: &ReadModelTransaction<'_>,
     projection: &dyn Projection,
     event: &StoredEvent,
-    offsets: &mut Offsets,
+    offsets: &mut Offsets<'_>,
 ) -> anyhow::Result<Applied> {
     let last = offsets.last(event);
     if event.sequence <= last {
