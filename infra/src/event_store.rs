@@ -257,7 +257,13 @@ impl<A: Aggregate> CommandBus<A> {
                 // Two inserts checking one exclusion constraint can wait for each other,
                 // and PostgreSQL then aborts one. Nothing was written, so the statement
                 // runs once more and now meets the other's committed row.
-                Err(TransactionalError::Deadlocked) => statement.run(&mut connection).await?,
+                Err(TransactionalError::Deadlocked) => {
+                    tracing::info!(
+                        aggregate_id,
+                        "append aborted to resolve a deadlock; running it once more"
+                    );
+                    statement.run(&mut connection).await?
+                }
                 outcome => outcome?,
             }
         } else {

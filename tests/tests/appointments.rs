@@ -1009,7 +1009,7 @@ async fn deadlocked_booking_reports_the_conflict() {
         ..
     } = OneDoctor::start().await;
 
-    // A second writer holds the patient's interval, so the booking, which checks the
+    // A second writer has reserved the patient's interval, so the booking, which checks the
     // doctor's constraint first, waits on the patient's. The writer then adds the
     // doctor's interval and waits for the booking: a deadlock. The writer checks for
     // deadlocks after 10 s, the booking's connection after 1 s (the default), so
