@@ -202,6 +202,7 @@ async fn seed_doctor(
             actor_id: None,
             actor_role: None,
             request_id: "bench-seed".into(),
+            session_id: None,
         };
         bus.execute(&id, command, metadata)
             .await

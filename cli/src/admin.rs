@@ -32,6 +32,7 @@ pub async fn create_admin(email: &str, name: &str, if_missing: bool) -> anyhow::
         actor_id: None,
         actor_role: None,
         request_id: format!("cli-{}", uuid::Uuid::new_v4()),
+        session_id: None,
     };
     match register_account(&state, registration, None, metadata).await {
         Ok(committed) => {

@@ -59,6 +59,13 @@ pub struct CommandApiSettings {
     #[arg(long = "session-absolute-lifetime", env = "MEDFLOW_SESSION_ABSOLUTE_LIFETIME_SECS", default_value = "43200", value_parser = parse_seconds)]
     pub session_absolute_lifetime: Duration,
 
+    /// Seconds a live session may be kept in memory for commands, which look it up where
+    /// they commit instead of before they run. Revocations reach every process through
+    /// a database notification; this bounds what a lost one could leave in memory. 0
+    /// looks every session up before the command runs.
+    #[arg(long = "session-cache", env = "MEDFLOW_SESSION_CACHE_SECS", default_value = "30", value_parser = parse_seconds)]
+    pub session_cache_max_age: Duration,
+
     /// Login attempts allowed per account per minute.
     #[arg(
         long = "login-attempts-per-account",

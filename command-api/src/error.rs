@@ -5,6 +5,7 @@ use medflow_domain::account::AccountError;
 use medflow_domain::appointment::AppointmentError;
 use medflow_domain::doctor::DoctorError;
 use medflow_infra::event_store::TransactionalError;
+use medflow_infra::web::auth::SESSION_ENDED;
 use medflow_infra::web::ApiError;
 
 use crate::reservations::{DOCTOR_OVERLAP, PATIENT_OVERLAP};
@@ -49,6 +50,7 @@ pub fn from_doctor_transaction_error(error: TransactionalError<DoctorError>) -> 
         TransactionalError::Aggregate(error) => from_doctor_error(error),
         TransactionalError::Rejected(reason) => ApiError::Conflict(reason),
         TransactionalError::Deadlocked => concurrent_write(),
+        TransactionalError::SessionEnded => session_ended(),
         TransactionalError::Excluded(constraint) => ApiError::internal(anyhow::anyhow!(
             "unexpected exclusion constraint {constraint}"
         )),
@@ -86,6 +88,7 @@ pub fn from_appointment_error(error: TransactionalError<AppointmentError>) -> Ap
             ApiError::conflict("schedule-changed", "Schedule changed", reason)
         }
         TransactionalError::Deadlocked => concurrent_write(),
+        TransactionalError::SessionEnded => session_ended(),
         TransactionalError::Aggregate(AggregateError::UserError(error)) => {
             appointment_problem(error)
         }
@@ -105,6 +108,11 @@ fn concurrent_write() -> ApiError {
         "concurrent requests changed the same calendar at the same moment; retry the request"
             .to_owned(),
     )
+}
+
+/// Returns the 401 for a command whose session was revoked before its write.
+fn session_ended() -> ApiError {
+    ApiError::Unauthorized(SESSION_ENDED)
 }
 
 /// Maps a rule of the appointment aggregate to a problem, with the rule's own text.

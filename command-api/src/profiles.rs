@@ -1,5 +1,7 @@
-//! Doctor profiles kept in memory by version, so that a booking does not read and fold
-//! the doctor's events again while the profile has not changed.
+//! Doctor profiles kept in memory with their sequence, so that a booking reads nothing
+//! before its write. The write checks the sequence (see `crate::reservations`): a
+//! profile changed since, here or by another process, makes the booking check again
+//! against a profile loaded from the event store.
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
@@ -10,7 +12,16 @@ use medflow_domain::doctor::{DoctorError, DoctorProfile};
 use medflow_domain::values::AccountId;
 use medflow_infra::event_store::CommandBus;
 
-/// Doctor profiles with the sequence of the last event folded into each.
+/// A doctor profile and the sequence of the last event folded into it.
+#[derive(Clone)]
+pub struct VersionedProfile {
+    pub profile: Arc<DoctorProfile>,
+    pub sequence: usize,
+    /// True when the profile was read from the event store for this request, false
+    /// when it came from memory and may be behind.
+    pub loaded: bool,
+}
+
 pub struct ProfileCache {
     entries: Mutex<LruCache<AccountId, (Arc<DoctorProfile>, usize)>>,
 }
@@ -22,25 +33,47 @@ impl ProfileCache {
         }
     }
 
-    /// Returns the doctor's profile and its sequence, given `current`, the sequence of
-    /// the profile's last event as just read from the event store. A cached profile is
-    /// used only at exactly that sequence. Otherwise the profile is loaded, and its
-    /// sequence may then be past `current` if the doctor changed it meanwhile.
-    pub async fn at_sequence(
+    /// Returns the profile as this process last saw it, or loads it when absent.
+    pub async fn remembered(
         &self,
         doctors: &CommandBus<DoctorProfile>,
         doctor: AccountId,
-        current: usize,
-    ) -> Result<(Arc<DoctorProfile>, usize), AggregateError<DoctorError>> {
+    ) -> Result<VersionedProfile, AggregateError<DoctorError>> {
         if let Some((profile, sequence)) = self.lock().get(&doctor) {
-            if *sequence == current {
-                return Ok((Arc::clone(profile), current));
-            }
+            return Ok(VersionedProfile {
+                profile: Arc::clone(profile),
+                sequence: *sequence,
+                loaded: false,
+            });
         }
+        self.load(doctors, doctor).await
+    }
+
+    /// Loads the profile from the event store and remembers it.
+    pub async fn load(
+        &self,
+        doctors: &CommandBus<DoctorProfile>,
+        doctor: AccountId,
+    ) -> Result<VersionedProfile, AggregateError<DoctorError>> {
         let (profile, sequence) = doctors.load(&doctor.to_string()).await?;
         let profile = Arc::new(profile);
-        self.lock().put(doctor, (Arc::clone(&profile), sequence));
-        Ok((profile, sequence))
+        // An id without events is no doctor (yet); remembering it would only fill the
+        // cache with whatever ids clients send.
+        if sequence > 0 {
+            let mut entries = self.lock();
+            // A slower load running beside this one must not put back an older profile.
+            if entries
+                .peek(&doctor)
+                .is_none_or(|(_, remembered)| *remembered <= sequence)
+            {
+                entries.put(doctor, (Arc::clone(&profile), sequence));
+            }
+        }
+        Ok(VersionedProfile {
+            profile,
+            sequence,
+            loaded: true,
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<AccountId, (Arc<DoctorProfile>, usize)>> {

@@ -10,7 +10,9 @@
 //! Every profile event updates that row in its own transaction, so adding time off
 //! waits for the bookings holding the row and then reads the reservations it
 //! overlaps: each booking either reads the time off and is rejected, or is committed
-//! first and reported as affected (schema migration 0014).
+//! first and reported as affected (schema migration 0014). The check may use the
+//! profile this process remembers (`crate::profiles`); the sequence in the statement is
+//! what makes a remembered profile safe to use.
 
 use chrono::{DateTime, Utc};
 use medflow_domain::appointment::{Appointment, AppointmentEvent};
@@ -23,7 +25,6 @@ use medflow_infra::event_store::{EffectError, Effects, EventStatement};
 use sqlx::postgres::types::PgRange;
 use sqlx::postgres::PgArguments;
 use sqlx::Arguments;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 /// Name of the constraint that rejects overlapping intervals of one doctor.
@@ -195,108 +196,4 @@ impl Effects<DoctorProfile> for TimeOffEffects {
 
 fn pg_range(range: &TimeRange) -> PgRange<DateTime<Utc>> {
     PgRange::from(range.start()..range.end())
-}
-
-/// An existing reservation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reservation {
-    pub appointment_id: Uuid,
-    pub range: TimeRange,
-}
-
-/// Reads reservations, which are up to date with every committed booking.
-#[derive(Clone)]
-pub struct Reservations {
-    pool: PgPool,
-}
-
-impl Reservations {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
-    }
-
-    /// Returns, in one query, the doctor's reservations that overlap `doctor_window`,
-    /// the patient's that overlap `patient_window`, each oldest first, and the sequence
-    /// of the doctor profile's last event.
-    pub async fn around_booking(
-        &self,
-        doctor: AccountId,
-        doctor_window: &TimeRange,
-        patient: AccountId,
-        patient_window: &TimeRange,
-    ) -> Result<AroundBooking, sqlx::Error> {
-        type Row = (
-            i64,
-            Option<Uuid>,
-            Option<PgRange<DateTime<Utc>>>,
-            Option<bool>,
-            Option<bool>,
-        );
-        // The profile row always exists, so the sequence comes back with no reservation.
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT profile.sequence, held.appointment_id, held.during, held.of_doctor, held.of_patient \
-             FROM (SELECT coalesce((SELECT profile_sequence FROM doctor_calendar_versions \
-                                    WHERE doctor_id = $1), 0) AS sequence) AS profile \
-             LEFT JOIN LATERAL ( \
-                 SELECT appointment_id, during, \
-                        doctor_id = $1 AND during && $2 AS of_doctor, \
-                        patient_id = $3 AND during && $4 AS of_patient \
-                 FROM appointment_reservations \
-                 WHERE (doctor_id = $1 AND during && $2) OR (patient_id = $3 AND during && $4) \
-             ) AS held ON true \
-             ORDER BY lower(held.during), held.appointment_id",
-        )
-        .bind(doctor.0)
-        .bind(pg_range(doctor_window))
-        .bind(patient.0)
-        .bind(pg_range(patient_window))
-        .fetch_all(&self.pool)
-        .await?;
-        let mut around = AroundBooking::default();
-        for (sequence, appointment_id, during, of_doctor, of_patient) in rows {
-            around.profile_sequence = sequence as usize;
-            let (Some(appointment_id), Some(during)) = (appointment_id, during) else {
-                continue;
-            };
-            let range = to_time_range(&during).ok_or_else(|| {
-                sqlx::Error::Protocol(format!(
-                    "reservation {appointment_id} has an unbounded interval"
-                ))
-            })?;
-            let reservation = Reservation {
-                appointment_id,
-                range,
-            };
-            if of_patient == Some(true) {
-                around.patient.push(reservation.clone());
-            }
-            if of_doctor == Some(true) {
-                around.doctor.push(reservation);
-            }
-        }
-        Ok(around)
-    }
-}
-
-/// Reservations of a doctor and of a patient around a slot, and the doctor profile's
-/// version when they were read.
-#[derive(Debug, Default)]
-pub struct AroundBooking {
-    pub doctor: Vec<Reservation>,
-    pub patient: Vec<Reservation>,
-    /// Sequence of the doctor profile's last event (0 without a profile).
-    pub profile_sequence: usize,
-}
-
-fn to_time_range(range: &PgRange<DateTime<Utc>>) -> Option<TimeRange> {
-    use std::ops::Bound;
-    let start = match range.start {
-        Bound::Included(start) | Bound::Excluded(start) => start,
-        Bound::Unbounded => return None,
-    };
-    let end = match range.end {
-        Bound::Included(end) | Bound::Excluded(end) => end,
-        Bound::Unbounded => return None,
-    };
-    TimeRange::new("during", start, end).ok()
 }

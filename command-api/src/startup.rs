@@ -7,10 +7,13 @@ use std::time::Duration;
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use medflow_infra::clock::SharedClock;
+use medflow_infra::listener;
 use medflow_infra::web::access::AccessLog;
+use medflow_infra::web::auth::SessionCheck;
 use medflow_infra::web::health::{self, Readiness};
 use medflow_infra::web::request_id::RequestIdHeader;
 use medflow_infra::web::{metrics, MedflowRootSpan};
+use tokio_util::sync::CancellationToken;
 use tracing_actix_web::TracingLogger;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
@@ -22,6 +25,8 @@ use crate::{routes, CommandApiSettings};
 pub struct Application {
     pub port: u16,
     server: Server,
+    /// Stops the database listener once the server has stopped.
+    shutdown: CancellationToken,
 }
 
 impl Application {
@@ -29,6 +34,10 @@ impl Application {
     pub async fn build(settings: CommandApiSettings, clock: SharedClock) -> anyhow::Result<Self> {
         let (state, pool) = AppState::build(&settings, clock).await?;
         let sessions = state.sessions.clone();
+        let shutdown = CancellationToken::new();
+        if let Some(cache) = sessions.cache() {
+            listener::spawn(settings.database.url.clone(), vec![cache], shutdown.clone());
+        }
         let login_limiter = state.login_limiter.clone();
         let state: SharedState = Arc::new(state);
         tokio::spawn(async move {
@@ -48,6 +57,7 @@ impl Application {
         let port = listener.local_addr()?.port();
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(SessionCheck)
                 .wrap(AccessLog::failures_only(
                     state.audit.clone(),
                     Arc::clone(&state.keys),
@@ -67,11 +77,17 @@ impl Application {
         })
         .listen(listener)?
         .run();
-        Ok(Self { port, server })
+        Ok(Self {
+            port,
+            server,
+            shutdown,
+        })
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let result = self.server.await;
+        self.shutdown.cancel();
+        result
     }
 }
 

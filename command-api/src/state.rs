@@ -25,7 +25,6 @@ use medflow_infra::sessions::SessionPolicy;
 
 use crate::profiles::ProfileCache;
 use crate::rate_limit::LoginLimiter;
-use crate::reservations::Reservations;
 use crate::CommandApiSettings;
 
 pub struct AppState {
@@ -35,9 +34,7 @@ pub struct AppState {
     pub accounts: CommandBus<Account>,
     pub doctors: CommandBus<DoctorProfile>,
     pub appointments: CommandBus<Appointment>,
-    /// Calendar intervals held by booked appointments, as committed.
-    pub reservations: Reservations,
-    /// Doctor profiles by version, for checking bookings.
+    /// Doctor profiles with their sequence, for checking bookings.
     pub profiles: ProfileCache,
     pub booking_policy: BookingPolicy,
     pub video_tokens: VideoTokenIssuer,
@@ -90,7 +87,6 @@ impl AppState {
             accounts: CommandBus::<Account>::new(sqlx_pool.clone(), ()),
             doctors: CommandBus::<DoctorProfile>::new(sqlx_pool.clone(), ()),
             appointments: CommandBus::<Appointment>::new(sqlx_pool.clone(), ()),
-            reservations: Reservations::new(sqlx_pool),
             profiles: ProfileCache::new(PROFILE_CACHE_SIZE),
             booking_policy: settings.booking.policy()?,
             video_tokens: VideoTokenIssuer::new(&settings.livekit)?,
@@ -107,7 +103,8 @@ impl AppState {
                 settings.password_scrypt_log_n,
             )
             .await?,
-            sessions: SessionStore::new(pool.clone(), policy, clock),
+            sessions: SessionStore::new(pool.clone(), policy, clock)
+                .with_cache(settings.session_cache_max_age),
             audit: AuditLog::new(pool.clone()),
             login_limiter: LoginLimiter::new(
                 settings.login_attempts_per_account,

@@ -13,6 +13,7 @@ use medflow_domain::values::{AccountId, Role};
 use postgres_es::PostgresEventRepository;
 use sqlx::postgres::PgArguments;
 use sqlx::Arguments;
+use uuid::Uuid;
 
 /// Actor and request behind an event. Never carries personal data.
 #[derive(Debug, Clone)]
@@ -20,6 +21,10 @@ pub struct EventMetadata {
     pub actor_id: Option<AccountId>,
     pub actor_role: Option<Role>,
     pub request_id: String,
+    /// Session the actor sent the command with. The statements that
+    /// [`CommandBus::execute_loaded_with`] runs append only while it is not revoked,
+    /// so a command may act on a session kept in memory. Not stored with the events.
+    pub session_id: Option<Uuid>,
 }
 
 impl EventMetadata {
@@ -129,6 +134,9 @@ pub enum TransactionalError<E: std::error::Error> {
     /// after one retry. Nothing was stored; the request may be sent again.
     #[error("the write was aborted to resolve a deadlock with a concurrent write")]
     Deadlocked,
+    /// The session in [`EventMetadata::session_id`] was revoked; nothing was stored.
+    #[error("the session the command was sent with has ended")]
+    SessionEnded,
 }
 
 impl<A: Aggregate> CommandBus<A> {
@@ -238,6 +246,7 @@ impl<A: Aggregate> CommandBus<A> {
             });
         }
 
+        let session = metadata.session_id;
         let metadata = serde_json::to_string(&metadata.into_map())
             .map_err(|error| AggregateError::UnexpectedError(Box::new(error)))?;
         let mut statements = Vec::with_capacity(events.len());
@@ -247,6 +256,7 @@ impl<A: Aggregate> CommandBus<A> {
                 current + offset + 1,
                 event,
                 &metadata,
+                session,
                 effects,
             )?);
         }
@@ -285,14 +295,16 @@ impl<A: Aggregate> CommandBus<A> {
     }
 
     /// Builds the statement that appends `event` at `sequence` with what `effects` adds
-    /// to it. The events are written to the same table and in the same form as
-    /// postgres-es writes them, so the aggregate loads the same way afterwards.
+    /// to it, and, given `session`, the check that the session is not revoked. The
+    /// events are written to the same table and in the same form as postgres-es writes
+    /// them, so the aggregate loads the same way afterwards.
     fn append_statement<F: Effects<A>>(
         &self,
         aggregate_id: &str,
         sequence: usize,
         event: &A::Event,
         metadata: &str,
+        session: Option<Uuid>,
         effects: &F,
     ) -> Result<Append, TransactionalError<A::Error>> {
         let payload = serde_json::to_string(event)
@@ -311,20 +323,42 @@ impl<A: Aggregate> CommandBus<A> {
         let added = effects
             .statement(aggregate_id, event, &mut arguments)
             .map_err(effect_error)?;
-        let condition = added
+        let mut conditions: Vec<String> = added
             .condition
-            .map(|condition| format!(" WHERE EXISTS ({condition})"))
-            .unwrap_or_default();
+            .into_iter()
+            .map(|condition| format!("EXISTS ({condition})"))
+            .collect();
+        let session_live = match session {
+            Some(session) => {
+                arguments
+                    .add(session)
+                    .map_err(AggregateError::UnexpectedError)?;
+                let live = format!(
+                    "EXISTS (SELECT FROM sessions WHERE session_id = ${} AND revoked_at IS NULL)",
+                    arguments.len()
+                );
+                conditions.push(live.clone());
+                live
+            }
+            None => "true".to_owned(),
+        };
+        let condition = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conditions.join(" AND "))
+        };
         let write = added
             .write
             .map(|write| format!(", effects AS ({write})"))
             .unwrap_or_default();
+        // The second column separates a revoked session from a failed condition of the
+        // effects. Both read the same snapshot.
         let sql = format!(
             "WITH appended AS (\
                INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
                SELECT $1, $2, $3, $4, $5, $6::text::json, $7::text::json{condition} \
                RETURNING sequence){write} \
-             SELECT count(*) FROM appended"
+             SELECT (SELECT count(*) FROM appended), {session_live}"
         );
         Ok(Append {
             sql,
@@ -352,12 +386,15 @@ impl Append {
         &self,
         connection: &mut sqlx::PgConnection,
     ) -> Result<(), TransactionalError<E>> {
-        let appended: i64 = sqlx::query_scalar_with(&self.sql, self.arguments.clone())
-            .fetch_one(connection)
-            .await
-            .map_err(classify)?;
+        let (appended, session_live): (i64, bool) =
+            sqlx::query_as_with(&self.sql, self.arguments.clone())
+                .fetch_one(connection)
+                .await
+                .map_err(classify)?;
         if appended == 1 {
             Ok(())
+        } else if !session_live {
+            Err(TransactionalError::SessionEnded)
         } else {
             Err(TransactionalError::Rejected(self.rejection.clone()))
         }

@@ -5,6 +5,7 @@
 //! - [`events`]: the wire form of a stored event, shared by relay and projectors.
 //! - [`crypto`]: master and data keys, sealing personal data, e-mail index, passwords.
 //! - [`sessions`] and [`audit`]: database-backed sessions and the security audit trail.
+//! - [`listener`]: one connection per process that `LISTEN`s for database announcements.
 //! - [`kafka`]: client configuration and topic names.
 //! - [`object_store`]: presigned upload and download URLs for documents in S3.
 //! - [`video`]: LiveKit access tokens for appointment rooms and webhook verification.
@@ -19,6 +20,7 @@ pub mod db;
 pub mod event_store;
 pub mod events;
 pub mod kafka;
+pub mod listener;
 pub mod object_store;
 pub mod sessions;
 pub mod telemetry;

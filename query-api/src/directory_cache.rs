@@ -17,7 +17,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use lru::LruCache;
 use uuid::Uuid;
 
-use crate::listener::Subscriber;
+use medflow_infra::listener::Subscriber;
 
 /// Distinct filter and cursor combinations kept.
 const CAPACITY: usize = 1024;

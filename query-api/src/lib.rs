@@ -7,7 +7,6 @@ pub mod consistency;
 pub mod cursor;
 pub mod directory_cache;
 pub mod doctor_cache;
-pub mod listener;
 pub mod notifications;
 pub mod openapi;
 pub mod query_params;

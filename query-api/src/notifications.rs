@@ -6,7 +6,7 @@
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use crate::listener::Subscriber;
+use medflow_infra::listener::Subscriber;
 
 /// Announcements buffered per subscriber; a subscriber that falls further behind skips
 /// ahead, and its stream sends the client a `resync` event to list what it missed.

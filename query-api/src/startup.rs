@@ -10,6 +10,7 @@ use medflow_infra::clock::SharedClock;
 use medflow_infra::crypto::index::BlindIndex;
 use medflow_infra::crypto::keys::{KeyRing, MasterKeys};
 use medflow_infra::db;
+use medflow_infra::listener;
 use medflow_infra::object_store::ObjectStore;
 use medflow_infra::sessions::{SessionPolicy, SessionStore};
 use medflow_infra::web::access::AccessLog;
@@ -22,7 +23,6 @@ use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::doctor_cache::DoctorCache;
-use crate::listener;
 use crate::notifications::NotificationHub;
 use crate::openapi::ApiDoc;
 use crate::state::{AppState, SharedState};

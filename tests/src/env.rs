@@ -180,6 +180,7 @@ impl TestEnv {
             http_addr: loopback_any_port(),
             session_idle_timeout: Duration::from_secs(1800),
             session_absolute_lifetime: Duration::from_secs(12 * 3600),
+            session_cache_max_age: Duration::from_secs(30),
             login_attempts_per_account: 1000,
             login_attempts_per_address: 1000,
             password_hash_concurrency: 2,
@@ -418,6 +419,7 @@ impl TestEnv {
             actor_id: None,
             actor_role: None,
             request_id: "test-bootstrap".into(),
+            session_id: None,
         };
         register_account(&state, registration, None, metadata)
             .await

@@ -40,6 +40,7 @@ fn metadata() -> EventMetadata {
         actor_id: None,
         actor_role: None,
         request_id: "test-fixture".into(),
+        session_id: None,
     }
 }
 

@@ -1313,3 +1313,132 @@ async fn directory_next_slot_follows_changes() {
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     expect_directory_next_slot(&clinic, &token, doctor, half_past_nine).await;
 }
+
+/// A command API process remembers doctor profiles between bookings. Changes made
+/// through another process reach its bookings all the same: a booking inside time off
+/// added elsewhere is refused with the rule's own problem, and a booking inside time
+/// off removed elsewhere goes through.
+#[tokio::test]
+async fn remembered_profile_follows_changes_made_elsewhere() {
+    let OneDoctor {
+        clinic,
+        doctor,
+        doctor_token,
+        token,
+        slots,
+        ..
+    } = OneDoctor::start().await;
+    let elsewhere = Api::new(&clinic.env.start_command_api().await, &clinic.api.query);
+    // This process now remembers the profile without time off.
+    clinic.book_ok(&token, doctor, slots[0]).await;
+
+    let time_off = json!({
+        "start": rfc3339(slots[4]),
+        "end": rfc3339(slots[6] + TimeDelta::minutes(30)),
+    });
+    let added = elsewhere
+        .command_post(&doctor_token, "/doctors/me/time-off", time_off)
+        .await;
+    assert_eq!(added.status(), StatusCode::CREATED);
+    let added: Value = added.json().await.unwrap();
+    let problem = expect_problem(
+        clinic.book(&token, doctor, slots[5]).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(problem["type"], "urn:medflow:problem:slot-unavailable");
+
+    // This process now remembers the profile with the time off.
+    let removed = elsewhere
+        .command_delete(
+            &doctor_token,
+            &format!(
+                "/doctors/me/time-off/{}",
+                added["time_off_id"].as_str().unwrap()
+            ),
+        )
+        .await;
+    assert!(removed.status().is_success(), "{}", removed.status());
+    clinic.book_ok(&token, doctor, slots[5]).await;
+    let stored = clinic
+        .env
+        .app_client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM appointment_reservations WHERE doctor_id = $1",
+            &[&doctor.0],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(stored, 2);
+}
+
+/// A command acts on the session this process keeps in memory, so a revocation whose
+/// announcement has not arrived yet must still stop it: the statement that appends
+/// the events checks the session, and a command that commits nothing looks the
+/// session up before its response is sent.
+#[tokio::test]
+async fn revoked_session_stops_cached_commands() {
+    let OneDoctor {
+        clinic,
+        doctor,
+        patient,
+        token,
+        slots,
+        ..
+    } = OneDoctor::start().await;
+    let booked = clinic.book_ok(&token, doctor, slots[0]).await;
+    let appointment_id = booked["appointment_id"].as_str().unwrap().to_owned();
+
+    // Revoked by a superuser connection with triggers off, so no announcement reaches
+    // the command API and its session cache still contains the session.
+    let superuser = database::connect(&database::url("postgres", &clinic.env.database)).await;
+    superuser
+        .batch_execute("SET session_replication_role = replica")
+        .await
+        .unwrap();
+    let revoked = superuser
+        .execute(
+            "UPDATE sessions SET revoked_at = now() WHERE account_id = $1",
+            &[&patient.0],
+        )
+        .await
+        .unwrap();
+    assert_eq!(revoked, 1);
+
+    let cancellation = clinic
+        .api
+        .command_post(
+            &token,
+            &format!("/appointments/{appointment_id}/cancellation"),
+            json!({ "reason": "No longer needed" }),
+        )
+        .await;
+    expect_problem(cancellation, StatusCode::UNAUTHORIZED).await;
+    expect_problem(
+        clinic.book(&token, doctor, slots[2]).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    // Off the slot grid: rejected before any write, so the response is checked instead.
+    expect_problem(
+        clinic
+            .book(&token, doctor, slots[2] + TimeDelta::minutes(7))
+            .await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    let events = clinic
+        .env
+        .app_client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM events WHERE aggregate_type = 'appointment'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(events, 1, "only the first booking is stored");
+}

@@ -36,6 +36,7 @@ fn metadata() -> EventMetadata {
         actor_id: None,
         actor_role: None,
         request_id: "doctor-directory-test".into(),
+        session_id: None,
     }
 }
 

@@ -31,6 +31,7 @@ fn metadata() -> EventMetadata {
         actor_id: None,
         actor_role: None,
         request_id: "projector-test".into(),
+        session_id: None,
     }
 }
 

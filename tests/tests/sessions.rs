@@ -2,10 +2,15 @@
 
 use std::time::{Duration, Instant};
 
-use medflow_infra::clock::{Clock, ManualClock};
+use medflow_infra::clock::{system_clock, Clock, ManualClock};
+use medflow_infra::listener;
+use medflow_infra::sessions::{SessionPolicy, SessionStore};
 use medflow_tests::api::{expect_problem, unique_email, Api, PASSWORD};
+use medflow_tests::fixtures::Fixtures;
 use medflow_tests::TestEnv;
 use reqwest::StatusCode;
+use secrecy::SecretString;
+use tokio_util::sync::CancellationToken;
 
 async fn command_only(env: &TestEnv) -> Api {
     let command = env.start_command_api().await;
@@ -350,4 +355,53 @@ async fn logins_and_logouts_are_audited_without_personal_data() {
     }
     let client_index: Option<String> = rows[0].get(4);
     assert!(client_index.is_some(), "client address index missing");
+}
+
+/// The command API keeps sessions in memory for commands. A revocation made by another
+/// process (here a plain UPDATE, like the CLI's suspension) reaches that memory through
+/// the database's announcement, long before the entry would age out.
+#[tokio::test]
+async fn revocation_elsewhere_reaches_the_session_cache() {
+    let env = TestEnv::new().await;
+    let fixtures = Fixtures::new(&env).await;
+    let (_, token) = fixtures.patient().await;
+    let (_, other_token) = fixtures.patient().await;
+    let url = SecretString::from(env.app_url());
+    let pool = medflow_infra::db::pg_pool(&url, 2).unwrap();
+    let store = SessionStore::new(pool, SessionPolicy::default(), system_clock())
+        .with_cache(Duration::from_secs(300));
+    let shutdown = CancellationToken::new();
+    listener::spawn(url, vec![store.cache().unwrap()], shutdown.clone());
+
+    // Nothing is kept until the listener listens.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.remembered(&token).is_none() || store.remembered(&other_token).is_none() {
+        assert!(Instant::now() < deadline, "the sessions were never kept");
+        assert!(store.authenticate(&token).await.unwrap().is_some());
+        assert!(store.authenticate(&other_token).await.unwrap().is_some());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let session_id = store.remembered(&token).unwrap().session_id;
+    env.app_client()
+        .await
+        .execute(
+            "UPDATE sessions SET revoked_at = now() WHERE session_id = $1",
+            &[&session_id],
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while store.remembered(&token).is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the revocation never reached the cache"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(store.authenticate(&token).await.unwrap().is_none());
+    assert!(
+        store.remembered(&other_token).is_some(),
+        "another session is kept"
+    );
+    shutdown.cancel();
 }

@@ -4,7 +4,7 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use medflow_domain::appointment::{AppointmentCommand, Party};
 use medflow_domain::values::Role;
-use medflow_infra::web::auth::Authenticated;
+use medflow_infra::web::auth::AuthenticatedCommand;
 use medflow_infra::web::json::{Field, JsonBody, JsonKind, RequestBody};
 use medflow_infra::web::problem::Problem;
 use medflow_infra::web::ApiError;
@@ -48,7 +48,7 @@ impl RequestBody for CancellationRequest {
 )]
 pub async fn cancel(
     request: HttpRequest,
-    auth: Authenticated,
+    auth: AuthenticatedCommand,
     state: web::Data<SharedState>,
     path: web::Path<String>,
     body: JsonBody<CancellationRequest>,
@@ -112,7 +112,7 @@ enum DoctorStep {
 
 async fn doctor_step(
     request: HttpRequest,
-    auth: Authenticated,
+    auth: AuthenticatedCommand,
     state: web::Data<SharedState>,
     path: web::Path<String>,
     step: DoctorStep,
@@ -158,7 +158,7 @@ async fn doctor_step(
 )]
 pub async fn start(
     request: HttpRequest,
-    auth: Authenticated,
+    auth: AuthenticatedCommand,
     state: web::Data<SharedState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -181,7 +181,7 @@ pub async fn start(
 )]
 pub async fn complete(
     request: HttpRequest,
-    auth: Authenticated,
+    auth: AuthenticatedCommand,
     state: web::Data<SharedState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -204,7 +204,7 @@ pub async fn complete(
 )]
 pub async fn no_show(
     request: HttpRequest,
-    auth: Authenticated,
+    auth: AuthenticatedCommand,
     state: web::Data<SharedState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {

@@ -4,15 +4,16 @@
 //! together with the calendar reservations.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use chrono::{DateTime, TimeDelta, Utc};
-use medflow_domain::appointment::{Appointment, AppointmentCommand, Party};
+use chrono::{DateTime, Utc};
+use medflow_domain::appointment::{Appointment, AppointmentCommand, AppointmentError, Party};
 use medflow_domain::availability::{slot_length, SlotRejection, TimeRange};
+use medflow_domain::doctor::DoctorProfile;
 use medflow_domain::values::{truncate, AccountId, Role};
 use medflow_domain::FieldError;
-use medflow_infra::event_store::Committed;
+use medflow_infra::event_store::{Committed, TransactionalError};
 use medflow_infra::sessions::Session;
 use medflow_infra::web::access;
-use medflow_infra::web::auth::Authenticated;
+use medflow_infra::web::auth::{confirm_session, AuthenticatedCommand};
 use medflow_infra::web::json::{Field, JsonBody, JsonKind, RequestBody};
 use medflow_infra::web::problem::Problem;
 use medflow_infra::web::ApiError;
@@ -22,7 +23,7 @@ use uuid::Uuid;
 
 use super::{metadata, record_aggregate};
 use crate::error::{from_appointment_error, from_doctor_error};
-use crate::reservations::{CheckedProfile, Reservation, ReservationEffects};
+use crate::reservations::{CheckedProfile, ReservationEffects};
 use crate::state::AppState;
 use crate::state::SharedState;
 
@@ -84,7 +85,7 @@ pub struct AppointmentAccepted {
 )]
 pub async fn book(
     request: HttpRequest,
-    auth: Authenticated,
+    auth: AuthenticatedCommand,
     state: web::Data<SharedState>,
     body: JsonBody<BookingRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -102,30 +103,43 @@ pub async fn book(
     };
 
     let slot = slot_at(start)?;
-    let (time_zone, checked) = check_slot(&state, doctor, patient, &slot, None).await?;
-
     let appointment_id = Uuid::new_v4();
-    let command = AppointmentCommand::Book {
-        patient,
-        doctor,
-        slot,
-        doctor_time_zone: time_zone.clone(),
-    };
-    let effects = ReservationEffects {
-        checked: Some(checked),
-    };
     let aggregate_id = appointment_id.to_string();
     record_aggregate(&request, &aggregate_id);
-    let committed = state
-        .appointments
-        .create_with(
-            &aggregate_id,
-            command,
-            metadata(Some(&auth.session)),
-            &effects,
-        )
-        .await
-        .map_err(from_appointment_error)?;
+    let mut profile = ProfileSource::Remembered;
+    let (committed, time_zone) = loop {
+        let check = check_slot(&state, doctor, &slot, profile).await?;
+        let command = AppointmentCommand::Book {
+            patient,
+            doctor,
+            slot,
+            doctor_time_zone: check.time_zone.clone(),
+        };
+        let effects = ReservationEffects {
+            checked: Some(check.profile),
+        };
+        let outcome = state
+            .appointments
+            .create_with(
+                &aggregate_id,
+                command,
+                metadata(Some(&auth.session)),
+                &effects,
+            )
+            .await;
+        match outcome {
+            Err(TransactionalError::Rejected(_)) if check.retry_with_loaded_profile() => {
+                tracing::info!(
+                    %appointment_id,
+                    doctor_id = %doctor,
+                    "doctor profile in memory was outdated; checking the booking again"
+                );
+                profile = ProfileSource::Loaded;
+            }
+            outcome => break (outcome.map_err(from_appointment_error)?, check.time_zone),
+        }
+    };
+    confirm_session(&request);
     tracing::info!(
         %appointment_id,
         doctor_id = %doctor,
@@ -155,7 +169,7 @@ pub async fn book(
 )]
 pub async fn reschedule(
     request: HttpRequest,
-    auth: Authenticated,
+    auth: AuthenticatedCommand,
     state: web::Data<SharedState>,
     path: web::Path<String>,
     body: JsonBody<RescheduleRequest>,
@@ -164,32 +178,43 @@ pub async fn reschedule(
     let appointment_id = parse_appointment_id(&path)?;
     let start = parse_start(&body.start)?;
     let loaded = load_for_party(&state, appointment_id, &auth.session, &[Party::Patient]).await?;
-    let (Some(doctor), Some(patient)) = (loaded.appointment.doctor, loaded.appointment.patient)
-    else {
+    let Some(doctor) = loaded.appointment.doctor else {
         return Err(not_found(appointment_id));
     };
 
     let slot = slot_at(start)?;
-    let (time_zone, checked) =
-        check_slot(&state, doctor, patient, &slot, Some(appointment_id)).await?;
-
-    let command = AppointmentCommand::Reschedule {
-        to: slot,
-        now: state.clock.now(),
+    let mut profile = ProfileSource::Remembered;
+    let (committed, time_zone) = loop {
+        let check = check_slot(&state, doctor, &slot, profile).await?;
+        let command = AppointmentCommand::Reschedule {
+            to: slot,
+            now: state.clock.now(),
+        };
+        let effects = ReservationEffects {
+            checked: Some(check.profile),
+        };
+        let outcome = run_command(
+            &state,
+            &request,
+            &auth.session,
+            appointment_id,
+            loaded.clone(),
+            command,
+            &effects,
+        )
+        .await;
+        match outcome {
+            Err(TransactionalError::Rejected(_)) if check.retry_with_loaded_profile() => {
+                tracing::info!(
+                    %appointment_id,
+                    doctor_id = %doctor,
+                    "doctor profile in memory was outdated; checking the reschedule again"
+                );
+                profile = ProfileSource::Loaded;
+            }
+            outcome => break (outcome.map_err(from_appointment_error)?, check.time_zone),
+        }
     };
-    let effects = ReservationEffects {
-        checked: Some(checked),
-    };
-    let committed = execute(
-        &state,
-        &request,
-        &auth.session,
-        appointment_id,
-        loaded,
-        command,
-        &effects,
-    )
-    .await?;
     tracing::info!(%appointment_id, sequence = committed.sequence, "appointment rescheduled");
     Ok(HttpResponse::Ok().json(accepted(appointment_id, committed, &slot, time_zone)))
 }
@@ -232,34 +257,81 @@ fn slot_at(start: DateTime<Utc>) -> Result<TimeRange, ApiError> {
     Ok(TimeRange::new("slot", start, end)?)
 }
 
+/// Source of the doctor's profile for [`check_slot`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProfileSource {
+    /// The profile this process last saw, loaded only if it has none.
+    Remembered,
+    /// The profile as stored in the event store now.
+    Loaded,
+}
+
+/// A slot that passed the availability rule.
+struct SlotCheck {
+    /// The doctor's IANA time zone.
+    time_zone: String,
+    /// The profile version that the write must still find.
+    profile: CheckedProfile,
+    /// True when the profile came from memory rather than from the event store.
+    remembered: bool,
+}
+
+impl SlotCheck {
+    /// Returns true when a write rejected because the profile changed deserves one
+    /// more attempt. That is the case when the check used a remembered profile, which
+    /// may have been outdated before the request arrived.
+    fn retry_with_loaded_profile(&self) -> bool {
+        self.remembered
+    }
+}
+
 /// Checks the slot with the availability rule that also builds the slot list, against
-/// the doctor's profile and reservations as committed now, and rejects it when it
-/// overlaps another appointment of the patient. `moving` is the appointment being
-/// rescheduled, whose own reservation does not count as a conflict. Returns the
-/// doctor's time zone and the profile version that the commit must still find.
+/// the doctor's profile. Overlaps with other appointments of the doctor or the patient
+/// are left to the reservation table's exclusion constraints, which the write meets
+/// anyway. A rejection based on a remembered profile is checked again against the
+/// loaded one, so an outdated copy never refuses a booking.
 async fn check_slot(
     state: &AppState,
     doctor: AccountId,
-    patient: AccountId,
     slot: &TimeRange,
-    moving: Option<Uuid>,
-) -> Result<(String, CheckedProfile), ApiError> {
-    // A day on each side covers every reservation that can overlap a 30-minute slot.
-    let around = TimeRange::new(
-        "window",
-        slot.start() - TimeDelta::days(1),
-        slot.end() + TimeDelta::days(1),
-    )?;
-    let overlapping = state
-        .reservations
-        .around_booking(doctor, &around, patient, slot)
-        .await
-        .map_err(ApiError::internal)?;
-    let (profile, sequence) = state
-        .profiles
-        .at_sequence(&state.doctors, doctor, overlapping.profile_sequence)
-        .await
-        .map_err(from_doctor_error)?;
+    source: ProfileSource,
+) -> Result<SlotCheck, ApiError> {
+    let mut versioned = match source {
+        ProfileSource::Remembered => state.profiles.remembered(&state.doctors, doctor).await,
+        ProfileSource::Loaded => state.profiles.load(&state.doctors, doctor).await,
+    }
+    .map_err(from_doctor_error)?;
+    loop {
+        match bookable(state, doctor, &versioned.profile, slot) {
+            Ok(time_zone) => {
+                return Ok(SlotCheck {
+                    time_zone,
+                    profile: CheckedProfile {
+                        doctor,
+                        sequence: versioned.sequence,
+                    },
+                    remembered: !versioned.loaded,
+                })
+            }
+            Err(problem) if versioned.loaded => return Err(problem),
+            Err(_) => {
+                versioned = state
+                    .profiles
+                    .load(&state.doctors, doctor)
+                    .await
+                    .map_err(from_doctor_error)?;
+            }
+        }
+    }
+}
+
+/// Applies the availability rule to the slot; returns the doctor's time zone.
+fn bookable(
+    state: &AppState,
+    doctor: AccountId,
+    profile: &DoctorProfile,
+    slot: &TimeRange,
+) -> Result<String, ApiError> {
     let schedule = profile
         .schedule()
         .filter(|_| profile.is_bookable())
@@ -271,29 +343,10 @@ async fn check_slot(
                 format!("no verified doctor {doctor} accepts bookings"),
             )
         })?;
-
-    let others = |reservations: Vec<Reservation>| {
-        reservations
-            .into_iter()
-            .filter(|reservation| Some(reservation.appointment_id) != moving)
-            .map(|reservation| reservation.range)
-            .collect::<Vec<TimeRange>>()
-    };
     schedule
-        .is_bookable(
-            slot.start(),
-            &others(overlapping.doctor),
-            state.clock.now(),
-            &state.booking_policy,
-        )
+        .is_bookable(slot.start(), &[], state.clock.now(), &state.booking_policy)
         .map_err(|rejection| slot_problem(slot.start(), rejection))?;
-    if !others(overlapping.patient).is_empty() {
-        return Err(patient_overlap());
-    }
-    Ok((
-        schedule.time_zone.name().to_owned(),
-        CheckedProfile { doctor, sequence },
-    ))
+    Ok(schedule.time_zone.name().to_owned())
 }
 
 pub fn slot_taken() -> ApiError {
@@ -341,6 +394,7 @@ pub fn not_found(appointment_id: Uuid) -> ApiError {
 }
 
 /// An appointment as loaded from the event store, with the sequence of its last event.
+#[derive(Clone)]
 pub struct Loaded {
     pub appointment: Appointment,
     pub sequence: usize,
@@ -391,9 +445,32 @@ pub async fn execute(
     command: AppointmentCommand,
     effects: &ReservationEffects,
 ) -> Result<Committed, ApiError> {
+    run_command(
+        state,
+        request,
+        actor,
+        appointment_id,
+        loaded,
+        command,
+        effects,
+    )
+    .await
+    .map_err(from_appointment_error)
+}
+
+/// [`execute`] with the error as the command bus reports it.
+async fn run_command(
+    state: &AppState,
+    request: &HttpRequest,
+    actor: &Session,
+    appointment_id: Uuid,
+    loaded: Loaded,
+    command: AppointmentCommand,
+    effects: &ReservationEffects,
+) -> Result<Committed, TransactionalError<AppointmentError>> {
     let aggregate_id = appointment_id.to_string();
     record_aggregate(request, &aggregate_id);
-    state
+    let committed = state
         .appointments
         .execute_loaded_with(
             &aggregate_id,
@@ -403,6 +480,10 @@ pub async fn execute(
             metadata(Some(actor)),
             effects,
         )
-        .await
-        .map_err(from_appointment_error)
+        .await?;
+    // The append checked the actor's session. A command that appended nothing did not.
+    if committed.appended > 0 {
+        confirm_session(request);
+    }
+    Ok(committed)
 }

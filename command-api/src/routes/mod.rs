@@ -163,6 +163,7 @@ pub fn metadata(actor: Option<&Session>) -> EventMetadata {
         actor_id: actor.map(|session| session.account_id),
         actor_role: actor.map(|session| session.role),
         request_id: request_id::current().unwrap_or_default(),
+        session_id: actor.map(|session| session.session_id),
     }
 }
 

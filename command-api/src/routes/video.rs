@@ -243,6 +243,7 @@ async fn record_webhook(
         actor_id: None,
         actor_role: None,
         request_id: request_id::current().unwrap_or_default(),
+        session_id: None,
     };
 
     for attempt in 1..=WEBHOOK_ATTEMPTS {

@@ -1,4 +1,4 @@
-//! One PostgreSQL connection per query API process that `LISTEN`s on the channels the
+//! One PostgreSQL connection per API process that `LISTEN`s on the channels the
 //! process cares about and hands every notification to the subscriber of its channel.
 //! A lost connection is reported to the subscribers, because notifications sent while
 //! no connection listened are lost, and the listener reconnects.

@@ -1,6 +1,13 @@
-//! Database-backed sessions. Every request looks its token up, so revoking a session
-//! (logout, logout everywhere, suspension) takes effect on the very next request.
+//! Database-backed sessions. Every request looks its session up, so revoking a session
+//! (logout, logout everywhere, suspension) takes effect on the very next request. Most
+//! requests look it up in PostgreSQL before they act. Commands may act on a session
+//! kept in memory ([`SessionCache`]) because the statement that commits their events
+//! looks the session up, and a command that commits nothing looks it up before its
+//! response is sent (`crate::web::auth`).
 
+pub mod cache;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -10,6 +17,7 @@ use uuid::Uuid;
 
 use crate::clock::SharedClock;
 use crate::crypto::token;
+pub use cache::SessionCache;
 
 #[derive(Debug, Clone, Copy)]
 pub struct SessionPolicy {
@@ -71,6 +79,7 @@ pub struct SessionStore {
     pool: Pool,
     policy: SessionPolicy,
     clock: SharedClock,
+    cache: Option<Arc<SessionCache>>,
 }
 
 impl SessionStore {
@@ -79,7 +88,21 @@ impl SessionStore {
             pool,
             policy,
             clock,
+            cache: None,
         }
+    }
+
+    /// Keeps live sessions in memory for up to `max_age` each (see [`cache`]); zero
+    /// keeps none. The cache keeps nothing until it is subscribed to the process's
+    /// database listener: see [`SessionStore::cache`].
+    pub fn with_cache(mut self, max_age: Duration) -> Self {
+        self.cache = (!max_age.is_zero()).then(|| Arc::new(SessionCache::new(max_age)));
+        self
+    }
+
+    /// Returns the cache, for subscribing it to the database listener.
+    pub fn cache(&self) -> Option<Arc<SessionCache>> {
+        self.cache.clone()
     }
 
     pub async fn create(
@@ -106,12 +129,28 @@ impl SessionStore {
         })
     }
 
-    /// Finds the live session for `token` and marks it used now. Returns `None` for an
-    /// unknown, revoked, idle-expired or absolutely expired token.
+    /// Returns the session for `token` as this process keeps it in memory, if it may
+    /// still be used now (see [`cache`]). A caller acting on it without looking the
+    /// session up must have the session checked where it commits: see
+    /// `crate::web::auth::AuthenticatedCommand`.
+    pub fn remembered(&self, token: &str) -> Option<Session> {
+        let cache = self.cache.as_ref()?;
+        cache.get(
+            &token::hash(token),
+            self.clock.now(),
+            self.policy.touch_interval(),
+        )
+    }
+
+    /// Finds the live session for `token` in PostgreSQL and marks it used now. Returns
+    /// `None` for an unknown, revoked, idle-expired or absolutely expired token.
     pub async fn authenticate(&self, token: &str) -> Result<Option<Session>, SessionError> {
         let now = self.clock.now();
+        let token_hash = token::hash(token);
+        let touch_interval = self.policy.touch_interval();
+        let ticket = self.cache.as_ref().and_then(|cache| cache.ticket());
         let idle_cutoff = now - self.policy.idle_timeout;
-        let touch_cutoff = now - self.policy.touch_interval();
+        let touch_cutoff = now - touch_interval;
         let client = self.pool.get().await?;
         // Most requests only read: last_seen_at is written when it is older than the
         // touch interval, so a busy session costs no commit to disk per request. Every
@@ -127,16 +166,19 @@ impl SessionStore {
                      WHERE sessions.session_id = live.session_id
                        AND live.last_seen_at < $4
                  )
-                 SELECT session_id, account_id, role, expires_at FROM live"
+                 SELECT session_id, account_id, role, expires_at, last_seen_at FROM live"
             ))
             .await?;
         let row = client
             .query_opt(
                 &statement,
-                &[&token::hash(token), &now, &idle_cutoff, &touch_cutoff],
+                &[&token_hash, &now, &idle_cutoff, &touch_cutoff],
             )
             .await?;
         let Some(row) = row else {
+            if let Some(cache) = &self.cache {
+                cache.forget_token(&token_hash);
+            }
             return Ok(None);
         };
         let role: String = row.get(2);
@@ -144,12 +186,22 @@ impl SessionStore {
             tracing::error!(session_id = %row.get::<_, Uuid>(0), "session row has an unknown role");
             return Ok(None);
         };
-        Ok(Some(Session {
+        let session = Session {
             session_id: row.get(0),
             account_id: AccountId(row.get(1)),
             role,
             expires_at: row.get(3),
-        }))
+        };
+        if let (Some(cache), Some(ticket)) = (&self.cache, ticket) {
+            let last_seen: DateTime<Utc> = row.get(4);
+            let seen_at = if last_seen < touch_cutoff {
+                now
+            } else {
+                last_seen
+            };
+            cache.keep(ticket, token_hash, session.clone(), seen_at);
+        }
+        Ok(Some(session))
     }
 
     /// Returns whether the session is still live (not revoked, not expired, not idle
@@ -179,6 +231,9 @@ impl SessionStore {
                 &[&session_id, &self.clock.now()],
             )
             .await?;
+        if let Some(cache) = &self.cache {
+            cache.forget_session(session_id);
+        }
         Ok(changed == 1)
     }
 
@@ -191,6 +246,9 @@ impl SessionStore {
                 &[&account_id.0, &self.clock.now()],
             )
             .await?;
+        if let Some(cache) = &self.cache {
+            cache.forget_account(account_id);
+        }
         Ok(changed)
     }
 }
