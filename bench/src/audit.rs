@@ -20,8 +20,8 @@ use tokio_postgres::Client;
 use uuid::Uuid;
 
 use crate::child::{self, ChildRun, Memory};
-use crate::seed::Seeded;
 use crate::report::TargetRow;
+use crate::seed::Seeded;
 
 /// Aggregates whose events one round of inserts writes. The statement for sequence 1
 /// inserts one row per aggregate, so no statement inserts more than this many rows.
@@ -143,7 +143,11 @@ impl AuditReport {
             .steps
             .iter()
             .map(|step| {
-                let peak = step.shipped.replay.memory.and_then(|memory| memory.peak_rss_kib);
+                let peak = step
+                    .shipped
+                    .replay
+                    .memory
+                    .and_then(|memory| memory.peak_rss_kib);
                 (step.events, peak)
             })
             .collect();
@@ -209,7 +213,10 @@ impl Step {
         ));
         let baseline = &self.copy_plain;
         let rows = [
-            ("COPY (SELECT ... FROM events) TO STDOUT [baseline]", baseline),
+            (
+                "COPY (SELECT ... FROM events) TO STDOUT [baseline]",
+                baseline,
+            ),
             ("COPY (replay's SELECT, with subjects)", &self.shipped.copy),
             (
                 "COPY (verify's SELECT) TO STDOUT",

@@ -335,6 +335,11 @@ COMMIT;
     };
     eprintln!("{stdout}pgbench wrote {rows} event rows");
     let _ = std::fs::remove_file(&path);
+    // The copies are not needed any more, and vacuuming them would load the scenarios
+    // that follow.
+    owner
+        .batch_execute("DROP TABLE bench_events, bench_reservations")
+        .await?;
     // pgbench counts one script run (here one pair) as one transaction in its tps line.
     let tps = stdout
         .lines()

@@ -100,7 +100,10 @@ impl Report {
     pub fn targets(&self) -> Vec<crate::report::TargetRow> {
         let p99 = self.histogram.value_at_quantile(0.99);
         vec![crate::report::TargetRow::new(
-            format!("p99 < {} at {TARGET_RATE} requests/s", ms(TARGET_P99_MICROS)),
+            format!(
+                "p99 < {} at {TARGET_RATE} requests/s",
+                ms(TARGET_P99_MICROS)
+            ),
             format!(
                 "p99 {} (p50 {}) at {}/s, {} failed",
                 ms(p99),

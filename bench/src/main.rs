@@ -187,13 +187,23 @@ async fn main() -> anyhow::Result<()> {
             continue;
         }
         let report = load::run(&seeded, target, cli.rate, duration, cli.connections).await?;
-        results.push(finished(name, report.line(target.label()), report.targets()));
+        results.push(finished(
+            name,
+            report.line(target.label()),
+            report.targets(),
+        ));
     }
     if scenario.includes(Scenario::BookingThroughput) {
+        seed::settle(&seeded).await?;
         let report = booking::run(&seeded, cli.workers, duration).await?;
-        results.push(finished("booking-throughput", report.lines(), report.targets()));
+        results.push(finished(
+            "booking-throughput",
+            report.lines(),
+            report.targets(),
+        ));
     }
     if scenario.includes(Scenario::ProjectionLag) {
+        seed::settle(&seeded).await?;
         let report = lag::run(&seeded, cli.command_rate, duration, cli.lanes, cli.workers).await?;
         results.push(finished("projection-lag", report.lines(), report.targets()));
     }
@@ -248,5 +258,9 @@ fn finished(
     targets: Vec<report::TargetRow>,
 ) -> report::ScenarioResult {
     println!("{text}");
-    report::ScenarioResult { name, text, targets }
+    report::ScenarioResult {
+        name,
+        text,
+        targets,
+    }
 }

@@ -54,7 +54,10 @@ impl Machine {
             .lines()
             .find_map(|line| line.strip_prefix("model name"))
             .and_then(|rest| rest.split_once(':'))
-            .map_or_else(|| "unknown CPU".to_owned(), |(_, model)| model.trim().to_owned());
+            .map_or_else(
+                || "unknown CPU".to_owned(),
+                |(_, model)| model.trim().to_owned(),
+            );
         let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
         let memory_kib: f64 = meminfo
             .lines()
@@ -88,7 +91,10 @@ pub fn render(machine: &Machine, command: &str, results: &[ScenarioResult]) -> S
         machine.memory_gib,
         machine.postgres,
     );
-    let _ = writeln!(text, "| scenario | target | measured | met |\n|---|---|---|---|");
+    let _ = writeln!(
+        text,
+        "| scenario | target | measured | met |\n|---|---|---|---|"
+    );
     for result in results {
         for row in &result.targets {
             let _ = writeln!(
@@ -166,18 +172,27 @@ mod tests {
 
     #[test]
     fn splice_replaces_between_markers() {
-        let document = format!("# Benchmarks\n\nintro\n{}\n## History\nold\n", section("first"));
+        let document = format!(
+            "# Benchmarks\n\nintro\n{}\n## History\nold\n",
+            section("first")
+        );
         let updated = splice(&document, &section("second")).unwrap();
         assert_eq!(
             updated,
-            format!("# Benchmarks\n\nintro\n{}\n## History\nold\n", section("second"))
+            format!(
+                "# Benchmarks\n\nintro\n{}\n## History\nold\n",
+                section("second")
+            )
         );
     }
 
     #[test]
     fn splice_inserts_after_heading() {
         let updated = splice("# Benchmarks\nhistory\n", &section("new")).unwrap();
-        assert_eq!(updated, format!("# Benchmarks\n\n{}\nhistory\n", section("new")));
+        assert_eq!(
+            updated,
+            format!("# Benchmarks\n\n{}\nhistory\n", section("new"))
+        );
     }
 
     #[test]

@@ -52,6 +52,10 @@ pub struct AppState {
 
 pub type SharedState = Arc<AppState>;
 
+/// Appointments kept in memory as last committed, a few hundred bytes each (an estimate).
+const REMEMBERED_APPOINTMENTS: std::num::NonZeroUsize =
+    std::num::NonZeroUsize::new(16_384).unwrap();
+
 /// Doctor profiles kept in memory, a few kilobytes each (an estimate).
 const PROFILE_CACHE_SIZE: std::num::NonZeroUsize = std::num::NonZeroUsize::new(4096).unwrap();
 
@@ -86,7 +90,8 @@ impl AppState {
             pool: pool.clone(),
             accounts: CommandBus::<Account>::new(sqlx_pool.clone(), ()),
             doctors: CommandBus::<DoctorProfile>::new(sqlx_pool.clone(), ()),
-            appointments: CommandBus::<Appointment>::new(sqlx_pool.clone(), ()),
+            appointments: CommandBus::<Appointment>::new(sqlx_pool.clone(), ())
+                .remembering(REMEMBERED_APPOINTMENTS),
             profiles: ProfileCache::new(PROFILE_CACHE_SIZE),
             booking_policy: settings.booking.policy()?,
             video_tokens: VideoTokenIssuer::new(&settings.livekit)?,

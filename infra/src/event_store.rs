@@ -5,10 +5,13 @@
 //! its read model to reach it.
 
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::Mutex;
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, DomainEvent, EventStore};
+use lru::LruCache;
 use medflow_domain::values::{AccountId, Role};
 use postgres_es::PostgresEventRepository;
 use sqlx::postgres::PgArguments;
@@ -53,6 +56,9 @@ pub struct CommandBus<A: Aggregate> {
     store: PersistedEventStore<PostgresEventRepository, A>,
     services: A::Services,
     pool: sqlx::PgPool,
+    /// Aggregates as this process last committed them, with their sequence; see
+    /// [`CommandBus::remembering`].
+    recent: Option<Mutex<LruCache<String, (A, usize)>>>,
 }
 
 /// Writes that must commit or roll back together with an aggregate's new events, such
@@ -147,6 +153,21 @@ impl<A: Aggregate> CommandBus<A> {
                 .with_upcasters(medflow_domain::upcasting::upcasters()),
             services,
             pool,
+            recent: None,
+        }
+    }
+
+    /// Remembers up to `capacity` aggregates as this process last committed them, for
+    /// [`CommandBus::load_remembered`].
+    pub fn remembering(mut self, capacity: NonZeroUsize) -> Self {
+        self.recent = Some(Mutex::new(LruCache::new(capacity)));
+        self
+    }
+
+    /// Drops the remembered state of an aggregate, such as one found to be outdated.
+    pub fn forget(&self, aggregate_id: &str) {
+        if let Some(recent) = &self.recent {
+            lock(recent).pop(aggregate_id);
         }
     }
 
@@ -287,10 +308,18 @@ impl<A: Aggregate> CommandBus<A> {
                 .map_err(effect_error)?;
             transaction.commit().await.map_err(classify)?;
         }
+        let appended = events.len();
+        let sequence = current + appended;
+        if let Some(recent) = &self.recent {
+            for event in events {
+                aggregate.apply(event);
+            }
+            lock(recent).put(aggregate_id.to_owned(), (aggregate, sequence));
+        }
         Ok(Committed {
             aggregate_id: aggregate_id.to_owned(),
-            sequence: current + events.len(),
-            appended: events.len(),
+            sequence,
+            appended,
         })
     }
 
@@ -367,11 +396,41 @@ impl<A: Aggregate> CommandBus<A> {
         })
     }
 
+    /// Returns the aggregate as this process last committed it, or loads it when it
+    /// remembers none. The third value is true for a remembered state. That state is
+    /// behind if another process appended since. A command run on it then fails with
+    /// [`AggregateError::AggregateConflict`] and appends nothing, or a rule rejects a
+    /// state that has passed, so callers run such a command again on
+    /// [`CommandBus::load`].
+    pub async fn load_remembered(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<(A, usize, bool), AggregateError<A::Error>>
+    where
+        A: Clone,
+    {
+        if let Some(recent) = &self.recent {
+            if let Some((aggregate, sequence)) = lock(recent).get(aggregate_id) {
+                return Ok((aggregate.clone(), *sequence, true));
+            }
+        }
+        let (aggregate, sequence) = self.load(aggregate_id).await?;
+        Ok((aggregate, sequence, false))
+    }
+
     /// Loads an aggregate's current state and sequence (0 when it has no events).
     pub async fn load(&self, aggregate_id: &str) -> Result<(A, usize), AggregateError<A::Error>> {
         let context = self.store.load_aggregate(aggregate_id).await?;
         Ok((context.aggregate, context.current_sequence))
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Each change replaces a whole entry, so a lock poisoned by a panicking holder is
+    // used as it is.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// One event's append statement, ready to run.

@@ -1442,3 +1442,64 @@ async fn revoked_session_stops_cached_commands() {
         .get::<_, i64>(0);
     assert_eq!(events, 1, "only the first booking is stored");
 }
+
+/// A command API process remembers the appointments it committed. Commands run there
+/// after another process changed the appointment act on the stored state all the same.
+#[tokio::test]
+async fn remembered_appointment_follows_changes_made_elsewhere() {
+    let OneDoctor {
+        clinic,
+        doctor,
+        token,
+        slots,
+        ..
+    } = OneDoctor::start().await;
+    let elsewhere = Api::new(&clinic.env.start_command_api().await, &clinic.api.query);
+    let booked = clinic.book_ok(&token, doctor, slots[0]).await;
+    let appointment_id = booked["appointment_id"].as_str().unwrap().to_owned();
+
+    let moved = elsewhere
+        .command_post(
+            &token,
+            &format!("/appointments/{appointment_id}/reschedule"),
+            json!({ "start": rfc3339(slots[3]) }),
+        )
+        .await;
+    assert_eq!(moved.status(), StatusCode::OK);
+
+    // This process still remembers the appointment at sequence 1.
+    let cancelled = clinic
+        .api
+        .command_post(
+            &token,
+            &format!("/appointments/{appointment_id}/cancellation"),
+            json!({ "reason": "Plans changed" }),
+        )
+        .await;
+    assert_eq!(cancelled.status(), StatusCode::ACCEPTED);
+    let cancelled: Value = cancelled.json().await.unwrap();
+    assert_eq!(cancelled["sequence"], 3);
+
+    // The other process remembers it rescheduled, a state that has passed.
+    let again = elsewhere
+        .command_post(
+            &token,
+            &format!("/appointments/{appointment_id}/cancellation"),
+            json!({ "reason": "Plans changed" }),
+        )
+        .await;
+    let problem = expect_problem(again, StatusCode::CONFLICT).await;
+    assert_eq!(problem["type"], "urn:medflow:problem:invalid-transition");
+    let reservations = clinic
+        .env
+        .app_client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM appointment_reservations WHERE doctor_id = $1",
+            &[&doctor.0],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(reservations, 0);
+}

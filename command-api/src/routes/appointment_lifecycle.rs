@@ -12,7 +12,9 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::admin_accounts::REASON_MAX_LEN;
-use super::appointments::{execute, load_for_party, not_found, parse_appointment_id};
+use super::appointments::{
+    execute, load_for_party, not_found, parse_appointment_id, AppointmentSource,
+};
 use super::doctors::check_length;
 use super::CommandAccepted;
 use crate::reservations::ReservationEffects;
@@ -62,6 +64,7 @@ pub async fn cancel(
         appointment_id,
         &auth.session,
         &[Party::Patient, Party::Doctor],
+        AppointmentSource::Remembered,
     )
     .await?;
     let (Some(patient), Some(by)) = (
@@ -119,7 +122,14 @@ async fn doctor_step(
 ) -> Result<HttpResponse, ApiError> {
     auth.require_role(&[Role::Doctor])?;
     let appointment_id = parse_appointment_id(&path)?;
-    let loaded = load_for_party(&state, appointment_id, &auth.session, &[Party::Doctor]).await?;
+    let loaded = load_for_party(
+        &state,
+        appointment_id,
+        &auth.session,
+        &[Party::Doctor],
+        AppointmentSource::Remembered,
+    )
+    .await?;
     let actor = auth.session.account_id;
     let now = state.clock.now();
     let command = match step {

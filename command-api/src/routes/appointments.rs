@@ -5,6 +5,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
+use cqrs_es::AggregateError;
 use medflow_domain::appointment::{Appointment, AppointmentCommand, AppointmentError, Party};
 use medflow_domain::availability::{slot_length, SlotRejection, TimeRange};
 use medflow_domain::doctor::DoctorProfile;
@@ -177,7 +178,14 @@ pub async fn reschedule(
     auth.require_role(&[Role::Patient])?;
     let appointment_id = parse_appointment_id(&path)?;
     let start = parse_start(&body.start)?;
-    let loaded = load_for_party(&state, appointment_id, &auth.session, &[Party::Patient]).await?;
+    let loaded = load_for_party(
+        &state,
+        appointment_id,
+        &auth.session,
+        &[Party::Patient],
+        AppointmentSource::Remembered,
+    )
+    .await?;
     let Some(doctor) = loaded.appointment.doctor else {
         return Err(not_found(appointment_id));
     };
@@ -393,11 +401,24 @@ pub fn not_found(appointment_id: Uuid) -> ApiError {
     ApiError::NotFound(format!("appointment {appointment_id} not found"))
 }
 
-/// An appointment as loaded from the event store, with the sequence of its last event.
+/// An appointment as loaded, with the sequence of its last event.
 #[derive(Clone)]
 pub struct Loaded {
     pub appointment: Appointment,
     pub sequence: usize,
+    /// True when the appointment came from the command bus's memory, which may be
+    /// behind the event store.
+    pub remembered: bool,
+}
+
+/// Source of an appointment for [`load_for_party`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppointmentSource {
+    /// The event store, for responses that must reflect every committed change.
+    Stored,
+    /// The state this process last committed, for commands: [`execute`] runs a command
+    /// again on the stored state when the remembered one turns out to be behind.
+    Remembered,
 }
 
 /// Loads an appointment for one of its parties. Anyone else, and anyone on a side not in
@@ -407,14 +428,20 @@ pub async fn load_for_party(
     appointment_id: Uuid,
     session: &Session,
     sides: &[Party],
+    source: AppointmentSource,
 ) -> Result<Loaded, ApiError> {
-    let (appointment, sequence) = state
-        .appointments
-        .load(&appointment_id.to_string())
-        .await
-        .map_err(|error| {
-            ApiError::internal(anyhow::anyhow!("loading an appointment failed: {error}"))
-        })?;
+    let aggregate_id = appointment_id.to_string();
+    let loaded = match source {
+        AppointmentSource::Stored => state
+            .appointments
+            .load(&aggregate_id)
+            .await
+            .map(|(appointment, sequence)| (appointment, sequence, false)),
+        AppointmentSource::Remembered => state.appointments.load_remembered(&aggregate_id).await,
+    };
+    let (appointment, sequence, remembered) = loaded.map_err(|error| {
+        ApiError::internal(anyhow::anyhow!("loading an appointment failed: {error}"))
+    })?;
     if let Some(patient) = appointment.patient {
         access::patient(patient.0);
     }
@@ -422,6 +449,7 @@ pub async fn load_for_party(
         Some(party) if sides.contains(&party) => Ok(Loaded {
             appointment,
             sequence,
+            remembered,
         }),
         _ => {
             // Recorded as a denied attempt when the appointment exists.
@@ -470,17 +498,44 @@ async fn run_command(
 ) -> Result<Committed, TransactionalError<AppointmentError>> {
     let aggregate_id = appointment_id.to_string();
     record_aggregate(request, &aggregate_id);
-    let committed = state
+    let outcome = state
         .appointments
         .execute_loaded_with(
             &aggregate_id,
             loaded.appointment,
             loaded.sequence,
-            command,
+            command.clone(),
             metadata(Some(actor)),
             effects,
         )
-        .await?;
+        .await;
+    let committed = match outcome {
+        // A remembered appointment is behind when another process appended since: the
+        // append then conflicts, or a rule rejects a state that has passed. The parties
+        // never change, so the command runs again on the stored appointment.
+        Err(TransactionalError::Aggregate(
+            AggregateError::AggregateConflict | AggregateError::UserError(_),
+        )) if loaded.remembered => {
+            tracing::info!(
+                %appointment_id,
+                "appointment in memory was outdated; running the command on the stored one"
+            );
+            state.appointments.forget(&aggregate_id);
+            let (appointment, sequence) = state.appointments.load(&aggregate_id).await?;
+            state
+                .appointments
+                .execute_loaded_with(
+                    &aggregate_id,
+                    appointment,
+                    sequence,
+                    command,
+                    metadata(Some(actor)),
+                    effects,
+                )
+                .await?
+        }
+        outcome => outcome?,
+    };
     // The append checked the actor's session. A command that appended nothing did not.
     if committed.appended > 0 {
         confirm_session(request);

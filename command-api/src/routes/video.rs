@@ -21,7 +21,7 @@ use medflow_infra::web::{request_id, ApiError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::appointments::{load_for_party, parse_appointment_id};
+use super::appointments::{load_for_party, parse_appointment_id, AppointmentSource};
 use super::record_aggregate;
 use crate::error::from_appointment_error;
 use crate::reservations::ReservationEffects;
@@ -99,6 +99,7 @@ async fn issue(
         appointment_id,
         &auth.session,
         &[Party::Patient, Party::Doctor],
+        AppointmentSource::Stored,
     )
     .await?
     .appointment;
