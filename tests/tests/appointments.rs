@@ -1314,6 +1314,21 @@ async fn directory_next_slot_follows_changes() {
     expect_directory_next_slot(&clinic, &token, doctor, half_past_nine).await;
 }
 
+/// Counts the doctor's rows in `appointment_reservations`.
+async fn reservation_count(clinic: &Clinic, doctor: AccountId) -> i64 {
+    clinic
+        .env
+        .app_client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM appointment_reservations WHERE doctor_id = $1",
+            &[&doctor.0],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// A command API process remembers doctor profiles between bookings. Changes made
 /// through another process reach its bookings all the same: a booking inside time off
 /// added elsewhere is refused with the rule's own problem, and a booking inside time
@@ -1360,18 +1375,7 @@ async fn remembered_profile_follows_changes_made_elsewhere() {
         .await;
     assert!(removed.status().is_success(), "{}", removed.status());
     clinic.book_ok(&token, doctor, slots[5]).await;
-    let stored = clinic
-        .env
-        .app_client()
-        .await
-        .query_one(
-            "SELECT count(*) FROM appointment_reservations WHERE doctor_id = $1",
-            &[&doctor.0],
-        )
-        .await
-        .unwrap()
-        .get::<_, i64>(0);
-    assert_eq!(stored, 2);
+    assert_eq!(reservation_count(&clinic, doctor).await, 2);
 }
 
 /// A command acts on the session this process keeps in memory, so a revocation whose
@@ -1490,16 +1494,5 @@ async fn remembered_appointment_follows_changes_made_elsewhere() {
         .await;
     let problem = expect_problem(again, StatusCode::CONFLICT).await;
     assert_eq!(problem["type"], "urn:medflow:problem:invalid-transition");
-    let reservations = clinic
-        .env
-        .app_client()
-        .await
-        .query_one(
-            "SELECT count(*) FROM appointment_reservations WHERE doctor_id = $1",
-            &[&doctor.0],
-        )
-        .await
-        .unwrap()
-        .get::<_, i64>(0);
-    assert_eq!(reservations, 0);
+    assert_eq!(reservation_count(&clinic, doctor).await, 0);
 }

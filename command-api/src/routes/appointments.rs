@@ -128,17 +128,11 @@ pub async fn book(
                 &effects,
             )
             .await;
-        match outcome {
-            Err(TransactionalError::Rejected(_)) if check.retry_with_loaded_profile() => {
-                tracing::info!(
-                    %appointment_id,
-                    doctor_id = %doctor,
-                    "doctor profile in memory was outdated; checking the booking again"
-                );
-                profile = ProfileSource::Loaded;
-            }
-            outcome => break (outcome.map_err(from_appointment_error)?, check.time_zone),
+        if check.outdated(&outcome, appointment_id) {
+            profile = ProfileSource::Loaded;
+            continue;
         }
+        break (outcome.map_err(from_appointment_error)?, check.time_zone);
     };
     confirm_session(&request);
     tracing::info!(
@@ -211,17 +205,11 @@ pub async fn reschedule(
             &effects,
         )
         .await;
-        match outcome {
-            Err(TransactionalError::Rejected(_)) if check.retry_with_loaded_profile() => {
-                tracing::info!(
-                    %appointment_id,
-                    doctor_id = %doctor,
-                    "doctor profile in memory was outdated; checking the reschedule again"
-                );
-                profile = ProfileSource::Loaded;
-            }
-            outcome => break (outcome.map_err(from_appointment_error)?, check.time_zone),
+        if check.outdated(&outcome, appointment_id) {
+            profile = ProfileSource::Loaded;
+            continue;
         }
+        break (outcome.map_err(from_appointment_error)?, check.time_zone);
     };
     tracing::info!(%appointment_id, sequence = committed.sequence, "appointment rescheduled");
     Ok(HttpResponse::Ok().json(accepted(appointment_id, committed, &slot, time_zone)))
@@ -285,11 +273,23 @@ struct SlotCheck {
 }
 
 impl SlotCheck {
-    /// Returns true when a write rejected because the profile changed deserves one
-    /// more attempt. That is the case when the check used a remembered profile, which
-    /// may have been outdated before the request arrived.
-    fn retry_with_loaded_profile(&self) -> bool {
-        self.remembered
+    /// Returns true when the write was rejected because the profile changed and the
+    /// check used a remembered profile, which may have been outdated before the request
+    /// arrived. Such a write deserves one more attempt with the loaded profile.
+    fn outdated(
+        &self,
+        outcome: &Result<Committed, TransactionalError<AppointmentError>>,
+        appointment_id: Uuid,
+    ) -> bool {
+        let outdated = self.remembered && matches!(outcome, Err(TransactionalError::Rejected(_)));
+        if outdated {
+            tracing::info!(
+                %appointment_id,
+                doctor_id = %self.profile.doctor,
+                "doctor profile in memory was outdated; checking the slot again"
+            );
+        }
+        outdated
     }
 }
 
