@@ -5,8 +5,12 @@
 //!
 //! A booking is checked against the doctor's profile (availability, time off, status)
 //! before it is written. To keep that check valid until the commit, the statement that
-//! appends the booking locks the doctor's row in `doctor_calendar_versions` in shared
-//! mode and appends only while it still holds the profile sequence that was checked.
+//! appends the booking locks the doctor's row in `doctor_calendar_versions` and appends
+//! only while it still holds the profile sequence that was checked. The lock is
+//! exclusive, so the bookings of one doctor commit one after the other. A booking that
+//! waited meets the earlier one's reservation as committed (409 `slot-taken`). It never
+//! waits on an uncommitted index entry, where racing bookings of one slot could
+//! deadlock each other.
 //! Every profile event updates that row in its own transaction, so adding time off
 //! waits for the bookings holding the row and then reads the reservations it
 //! overlaps: each booking either reads the time off and is rejected, or is committed
@@ -110,8 +114,8 @@ impl Effects<Appointment> for ReservationEffects {
 }
 
 impl ReservationEffects {
-    /// Returns the condition that locks the doctor's calendar version row in shared mode
-    /// and is true while the row has the sequence the slot was checked against.
+    /// Returns the condition that locks the doctor's calendar version row and is true
+    /// while the row has the sequence the slot was checked against.
     /// `also` adds conditions to the row's `WHERE` clause.
     fn profile_unchanged(
         &self,
@@ -126,7 +130,7 @@ impl ReservationEffects {
         })?;
         Ok(format!(
             "SELECT FROM doctor_calendar_versions \
-             WHERE doctor_id = {} AND profile_sequence = {}{also} FOR SHARE",
+             WHERE doctor_id = {} AND profile_sequence = {}{also} FOR NO KEY UPDATE",
             next.bind(checked.doctor.0)?,
             next.bind(checked.sequence as i64)?,
         ))

@@ -103,7 +103,7 @@ pub trait Effects<A: Aggregate>: Sync {
 #[derive(Debug, Default)]
 pub struct EventStatement {
     /// A query that must return a row for the event to be appended, such as a version
-    /// check on a row locked `FOR SHARE`. Without a row nothing is written and the
+    /// check on a row locked `FOR NO KEY UPDATE`. Without a row nothing is written and the
     /// command fails with [`TransactionalError::Rejected`] and `rejection`.
     pub condition: Option<String>,
     /// A data-modifying statement run in the same statement as the append. It must

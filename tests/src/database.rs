@@ -99,10 +99,15 @@ pub async fn drop_database(name: &str) {
 /// Waits until a statement in `database` waits for a lock held by another transaction.
 /// Reads the activity as the superuser, which may read every role's sessions.
 pub async fn until_a_statement_waits_for_a_lock(database: &str) {
+    until_statements_wait_for_locks(database, 1).await;
+}
+
+/// Waits until at least `count` statements in `database` wait for locks.
+pub async fn until_statements_wait_for_locks(database: &str, count: i64) {
     let observer = connect(&url("postgres", database)).await;
     crate::wait::eventually(
         std::time::Duration::from_secs(10),
-        "a statement waiting for a lock",
+        &format!("{count} statements waiting for locks"),
         || async {
             let waiting: i64 = observer
                 .query_one(
@@ -114,7 +119,7 @@ pub async fn until_a_statement_waits_for_a_lock(database: &str) {
                 .await
                 .unwrap()
                 .get(0);
-            (waiting > 0).then_some(())
+            (waiting >= count).then_some(())
         },
     )
     .await;

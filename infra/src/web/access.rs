@@ -256,7 +256,11 @@ impl Inner {
                 if let Some((name, value)) = response.request().match_info().iter().last() {
                     let target_type = name.strip_suffix("_id").unwrap_or(name);
                     entry.target_type = Some(target_type.to_owned().into());
-                    entry.target_id = Some(value.chars().take(200).collect());
+                    // PostgreSQL text cannot contain NUL, which a client can send as `%00`.
+                    let printable = value
+                        .chars()
+                        .map(|c| if c == '\0' { '\u{FFFD}' } else { c });
+                    entry.target_id = Some(printable.take(200).collect());
                 }
             }
         }
