@@ -112,14 +112,7 @@ async fn queued(demo: &Demo, admin: &str, doctor_id: &str) -> anyhow::Result<Val
     );
     let started = Instant::now();
     loop {
-        let queue = demo.get(admin, &url).await?;
-        let found = queue["doctors"].as_array().and_then(|doctors| {
-            doctors
-                .iter()
-                .find(|entry| entry["doctor_id"] == doctor_id)
-                .cloned()
-        });
-        if let Some(entry) = found {
+        if let Some(entry) = find_in_queue(demo, admin, &url, doctor_id).await? {
             return Ok(entry);
         }
         expect(
@@ -127,6 +120,34 @@ async fn queued(demo: &Demo, admin: &str, doctor_id: &str) -> anyhow::Result<Val
             "the doctor reaches the verification queue",
         )?;
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Reads every page of the verification queue, oldest submission first, until one
+/// lists the doctor. Earlier runs on the same database may have left many doctors
+/// pending, so the doctor is often past the first page.
+async fn find_in_queue(
+    demo: &Demo,
+    admin: &str,
+    url: &str,
+    doctor_id: &str,
+) -> anyhow::Result<Option<Value>> {
+    let mut page_url = url.to_owned();
+    loop {
+        let queue = demo.get(admin, &page_url).await?;
+        let found = queue["doctors"].as_array().and_then(|doctors| {
+            doctors
+                .iter()
+                .find(|entry| entry["doctor_id"] == doctor_id)
+                .cloned()
+        });
+        if found.is_some() {
+            return Ok(found);
+        }
+        match queue["next_cursor"].as_str() {
+            Some(cursor) => page_url = format!("{url}?cursor={cursor}"),
+            None => return Ok(None),
+        }
     }
 }
 
