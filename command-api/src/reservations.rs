@@ -8,9 +8,10 @@
 //! appends the booking locks the doctor's row in `doctor_calendar_versions` and appends
 //! only while it still holds the profile sequence that was checked. The lock is
 //! exclusive, so the bookings of one doctor commit one after the other. A booking that
-//! waited meets the earlier one's reservation as committed (409 `slot-taken`). It never
-//! waits on an uncommitted index entry, where racing bookings of one slot could
-//! deadlock each other.
+//! waited meets the earlier one's reservation as committed (409 `slot-taken`), so
+//! racing bookings of one slot do not wait on each other's uncommitted index entries
+//! and cannot deadlock. Bookings of one patient with two doctors can still wait on
+//! each other through the patient constraint; a deadlock there is retried once.
 //! Every profile event updates that row in its own transaction, so adding time off
 //! waits for the bookings holding the row and then reads the reservations it
 //! overlaps: each booking either reads the time off and is rejected, or is committed

@@ -1552,7 +1552,7 @@ async fn contested_slot_reports_slot_taken() {
         patients.push(clinic.fixtures.patient().await.1);
     }
 
-    // A second writer holds the doctor's calendar row, so that all four bookings wait
+    // A second writer has locked the doctor's calendar row, so that all four bookings wait
     // for it and then run at the same moment.
     let mut client = database::connect(&database::url("postgres", &clinic.env.database)).await;
     let holder = client.transaction().await.unwrap();

@@ -7,7 +7,7 @@
 //! 0016). The process's database listener passes the id here. While the listener is
 //! disconnected an announcement could be missed, so nothing is kept or served until it
 //! listens again. What nothing announces is bounded by time: an entry is served only
-//! while the last use it knows of is younger than the session's touch interval, so the
+//! while its recorded last use is younger than the session's touch interval, so the
 //! lookup that writes `last_seen_at` still runs, and for at most the configured
 //! maximum age.
 //!
