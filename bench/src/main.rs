@@ -162,10 +162,9 @@ impl Scenario {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    // Logging costs CPU on every request, so the services log only when asked to.
-    if std::env::var_os("RUST_LOG").is_some() {
-        medflow_infra::telemetry::init("medflow-bench");
-    }
+    // Request logs cost CPU on every request, so without RUST_LOG the services log only
+    // warnings and errors, such as a projector that cannot join its consumer group.
+    medflow_infra::telemetry::init_with_default("medflow-bench", "warn,actix_web_prom=error");
     let duration = Duration::from_secs(cli.seconds);
     let scenario = cli.scenario;
     // The audit scenario writes its own events and reads no doctor or appointment.

@@ -136,12 +136,14 @@ async fn seed_doctors(env: &TestEnv, count: usize) -> anyhow::Result<Vec<Account
                 &[],
             )
             .await?;
-        if row.get::<_, i64>(0) == count as i64 {
+        let verified: i64 = row.get(0);
+        if verified == count as i64 {
             break;
         }
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(600),
-            "the doctors projection did not show {count} verified doctors within 10 minutes"
+            "the doctors projection showed {verified} of {count} verified doctors after 10 minutes; \
+             look for warnings from the relay and the projectors above"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -12,6 +12,7 @@ use medflow_infra::audit::AuditLog;
 use medflow_infra::crypto::index::BlindIndex;
 use medflow_infra::crypto::keys::KeyRing;
 use medflow_infra::crypto::password::PasswordHasher;
+use medflow_infra::db::lease::LeasePool;
 use medflow_infra::event_store::CommandBus;
 use medflow_infra::object_store::ObjectStore;
 use medflow_infra::sessions::SessionStore;
@@ -75,6 +76,7 @@ impl AppState {
     ) -> anyhow::Result<(Self, Pool)> {
         let pool = db::pg_pool(&settings.database.url, settings.database.pool_size)?;
         let sqlx_pool = db::sqlx_pool(&settings.database.url, settings.database.pool_size).await?;
+        let appends = LeasePool::like(&sqlx_pool, settings.database.pool_size);
         let masters = MasterKeys::parse(&settings.keys.master_keys).map_err(anyhow::Error::msg)?;
         let index =
             BlindIndex::from_base64(&settings.keys.index_key).map_err(anyhow::Error::msg)?;
@@ -88,9 +90,12 @@ impl AppState {
         let state = Self {
             clock: clock.clone(),
             pool: pool.clone(),
-            accounts: CommandBus::<Account>::new(sqlx_pool.clone(), ()),
-            doctors: CommandBus::<DoctorProfile>::new(sqlx_pool.clone(), ()),
+            accounts: CommandBus::<Account>::new(sqlx_pool.clone(), ())
+                .appending_on(appends.clone()),
+            doctors: CommandBus::<DoctorProfile>::new(sqlx_pool.clone(), ())
+                .appending_on(appends.clone()),
             appointments: CommandBus::<Appointment>::new(sqlx_pool.clone(), ())
+                .appending_on(appends)
                 .remembering(REMEMBERED_APPOINTMENTS),
             profiles: ProfileCache::new(PROFILE_CACHE_SIZE),
             booking_policy: settings.booking.policy()?,

@@ -18,6 +18,8 @@ use sqlx::postgres::PgArguments;
 use sqlx::Arguments;
 use uuid::Uuid;
 
+use crate::db::lease::LeasePool;
+
 /// Actor and request behind an event. Never carries personal data.
 #[derive(Debug, Clone)]
 pub struct EventMetadata {
@@ -56,6 +58,8 @@ pub struct CommandBus<A: Aggregate> {
     store: PersistedEventStore<PostgresEventRepository, A>,
     services: A::Services,
     pool: sqlx::PgPool,
+    /// Connections for commands that append with one statement.
+    appends: LeasePool,
     /// Aggregates as this process last committed them, with their sequence; see
     /// [`CommandBus::remembering`].
     recent: Option<Mutex<LruCache<String, (A, usize)>>>,
@@ -146,15 +150,25 @@ pub enum TransactionalError<E: std::error::Error> {
 }
 
 impl<A: Aggregate> CommandBus<A> {
+    /// Creates a bus that loads aggregates and runs transactions on `pool`, and appends
+    /// single statements on a [`LeasePool`] of the same size.
     pub fn new(pool: sqlx::PgPool, services: A::Services) -> Self {
         let repository = PostgresEventRepository::new(pool.clone());
+        let appends = LeasePool::like(&pool, pool.options().get_max_connections() as usize);
         Self {
             store: PersistedEventStore::new_event_store(repository)
                 .with_upcasters(medflow_domain::upcasting::upcasters()),
             services,
             pool,
+            appends,
             recent: None,
         }
+    }
+
+    /// Appends single statements on `appends`, such as a pool shared by several buses.
+    pub fn appending_on(mut self, appends: LeasePool) -> Self {
+        self.appends = appends;
+        self
     }
 
     /// Remembers up to `capacity` aggregates as this process last committed them, for
@@ -283,24 +297,27 @@ impl<A: Aggregate> CommandBus<A> {
         }
 
         if let ([statement], false) = (statements.as_slice(), effects.has_follow_up()) {
-            let mut connection = self.pool.acquire().await.map_err(classify)?;
-            match statement.run(&mut connection).await {
-                // Two inserts checking one exclusion constraint can wait for each other,
-                // and PostgreSQL then aborts one. Nothing was written, so the statement
-                // runs once more and now meets the other's committed row.
-                Err(TransactionalError::Deadlocked) => {
-                    tracing::info!(
-                        aggregate_id,
-                        "append aborted to resolve a deadlock; running it once more"
-                    );
-                    statement.run(&mut connection).await?
-                }
-                outcome => outcome?,
+            let mut lease = self.appends.acquire().await.map_err(classify)?;
+            let mut outcome = statement.run(lease.connection()).await;
+            // Two inserts checking one exclusion constraint can wait for each other, and
+            // PostgreSQL then aborts one. Nothing was written, so the statement runs once
+            // more and now meets the other's committed row.
+            if outcome.as_ref().is_err_and(AppendError::is_deadlock) {
+                tracing::info!(
+                    aggregate_id,
+                    "append aborted to resolve a deadlock; running it once more"
+                );
+                outcome = statement.run(lease.connection()).await;
             }
+            lease.finish(outcome.as_ref().err().and_then(AppendError::database));
+            outcome.map_err(AppendError::into_transactional)?;
         } else {
             let mut transaction = self.pool.begin().await.map_err(classify)?;
             for statement in &statements {
-                statement.run(&mut transaction).await?;
+                statement
+                    .run(&mut transaction)
+                    .await
+                    .map_err(AppendError::into_transactional)?;
             }
             effects
                 .follow_up(aggregate_id, &events, &mut transaction)
@@ -441,21 +458,51 @@ struct Append {
 }
 
 impl Append {
-    async fn run<E: std::error::Error>(
-        &self,
-        connection: &mut sqlx::PgConnection,
-    ) -> Result<(), TransactionalError<E>> {
+    async fn run(&self, connection: &mut sqlx::PgConnection) -> Result<(), AppendError> {
         let (appended, session_live): (i64, bool) =
             sqlx::query_as_with(&self.sql, self.arguments.clone())
                 .fetch_one(connection)
                 .await
-                .map_err(classify)?;
+                .map_err(AppendError::Failed)?;
         if appended == 1 {
             Ok(())
         } else if !session_live {
-            Err(TransactionalError::SessionEnded)
+            Err(AppendError::SessionEnded)
         } else {
-            Err(TransactionalError::Rejected(self.rejection.clone()))
+            Err(AppendError::Rejected(self.rejection.clone()))
+        }
+    }
+}
+
+/// Failure of one [`Append`], which keeps the database error for [`Lease::finish`].
+///
+/// [`Lease::finish`]: crate::db::lease::Lease::finish
+enum AppendError {
+    Failed(sqlx::Error),
+    SessionEnded,
+    Rejected(String),
+}
+
+impl AppendError {
+    fn is_deadlock(&self) -> bool {
+        let Self::Failed(sqlx::Error::Database(error)) = self else {
+            return false;
+        };
+        error.code().as_deref() == Some(DEADLOCK_DETECTED)
+    }
+
+    fn database(&self) -> Option<&sqlx::Error> {
+        match self {
+            Self::Failed(error) => Some(error),
+            Self::SessionEnded | Self::Rejected(_) => None,
+        }
+    }
+
+    fn into_transactional<E: std::error::Error>(self) -> TransactionalError<E> {
+        match self {
+            Self::Failed(error) => classify(error),
+            Self::SessionEnded => TransactionalError::SessionEnded,
+            Self::Rejected(reason) => TransactionalError::Rejected(reason),
         }
     }
 }
@@ -471,6 +518,9 @@ fn store_error<E: std::error::Error>(error: sqlx::Error) -> TransactionalError<E
     TransactionalError::Aggregate(AggregateError::DatabaseConnectionError(Box::new(error)))
 }
 
+/// SQLSTATE `deadlock_detected`.
+const DEADLOCK_DETECTED: &str = "40P01";
+
 /// Maps a duplicate event sequence to a concurrency conflict, an exclusion violation
 /// to [`TransactionalError::Excluded`] and a deadlock to
 /// [`TransactionalError::Deadlocked`].
@@ -484,7 +534,7 @@ fn classify<E: std::error::Error>(error: sqlx::Error) -> TransactionalError<E> {
                 let constraint = database.constraint().unwrap_or_default().to_owned();
                 return TransactionalError::Excluded(constraint);
             }
-            Some("40P01") => return TransactionalError::Deadlocked,
+            Some(DEADLOCK_DETECTED) => return TransactionalError::Deadlocked,
             _ => {}
         }
     }

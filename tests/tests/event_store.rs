@@ -151,3 +151,123 @@ async fn events_and_topics_hold_no_personal_data() {
         .get(0);
     assert!(!directory.contains("zephyrine"), "{directory}");
 }
+
+/// Connections leased for appends go back to the pool without a round trip, so the
+/// lease alone decides whether a connection may be used again.
+mod leases {
+    use std::time::Duration;
+
+    use medflow_infra::db::lease::LeasePool;
+    use medflow_tests::TestEnv;
+    use sqlx::{Connection, PgConnection};
+
+    async fn one_connection_pool(env: &TestEnv) -> LeasePool {
+        let pool = medflow_infra::db::sqlx_pool(&env.app_url().into(), 1)
+            .await
+            .unwrap();
+        LeasePool::like(&pool, 1)
+    }
+
+    async fn backend(connection: &mut PgConnection) -> Result<i32, sqlx::Error> {
+        sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(connection)
+            .await
+    }
+
+    #[tokio::test]
+    async fn finished_lease_returns_its_connection() {
+        let env = TestEnv::new().await;
+        let leases = one_connection_pool(&env).await;
+
+        let mut lease = leases.acquire().await.unwrap();
+        let first = backend(lease.connection()).await.unwrap();
+        lease.finish(None);
+
+        let mut lease = leases.acquire().await.unwrap();
+        assert_eq!(backend(lease.connection()).await.unwrap(), first);
+    }
+
+    #[tokio::test]
+    async fn server_error_keeps_connection_usable() {
+        let env = TestEnv::new().await;
+        let leases = one_connection_pool(&env).await;
+
+        let mut lease = leases.acquire().await.unwrap();
+        let first = backend(lease.connection()).await.unwrap();
+        let error = sqlx::query_scalar::<_, i32>("SELECT 1 / 0")
+            .fetch_one(lease.connection())
+            .await
+            .unwrap_err();
+        assert!(matches!(error, sqlx::Error::Database(_)), "{error}");
+        lease.finish(Some(&error));
+
+        let mut lease = leases.acquire().await.unwrap();
+        assert_eq!(backend(lease.connection()).await.unwrap(), first);
+    }
+
+    /// A terminated backend sends a `FATAL` error and closes the socket.
+    #[tokio::test]
+    async fn terminated_backend_closes_connection() {
+        let env = TestEnv::new().await;
+        let leases = one_connection_pool(&env).await;
+        let mut lease = leases.acquire().await.unwrap();
+        let first = backend(lease.connection()).await.unwrap();
+        lease.finish(None);
+
+        let killed: bool = env
+            .app_client()
+            .await
+            .query_one("SELECT pg_terminate_backend($1)", &[&first])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(killed);
+        let mut lease = leases.acquire().await.unwrap();
+        let error = backend(lease.connection()).await.unwrap_err();
+        lease.finish(Some(&error));
+
+        let mut lease = leases.acquire().await.unwrap();
+        let second = backend(lease.connection()).await.unwrap();
+        assert_ne!(second, first);
+    }
+
+    /// A dropped sqlx transaction only queues its `ROLLBACK`, and nothing sends it while
+    /// the connection sits in the pool. Closing the connection makes the server roll
+    /// back, which releases the transaction's locks.
+    #[tokio::test]
+    async fn dropped_lease_releases_open_transaction() {
+        let env = TestEnv::new().await;
+        let leases = one_connection_pool(&env).await;
+        let observer = env.app_client().await;
+
+        let mut lease = leases.acquire().await.unwrap();
+        let first = backend(lease.connection()).await.unwrap();
+        let mut transaction = lease.connection().begin().await.unwrap();
+        sqlx::query("SELECT pg_advisory_xact_lock(4242)")
+            .execute(&mut *transaction)
+            .await
+            .unwrap();
+        drop(transaction);
+        drop(lease);
+
+        let mut released = false;
+        for _ in 0..50 {
+            released = observer
+                .query_one("SELECT pg_try_advisory_lock(4242)", &[])
+                .await
+                .unwrap()
+                .get(0);
+            if released {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            released,
+            "the dropped lease's transaction still holds its lock"
+        );
+
+        let mut lease = leases.acquire().await.unwrap();
+        assert_ne!(backend(lease.connection()).await.unwrap(), first);
+    }
+}

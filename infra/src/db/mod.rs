@@ -1,5 +1,8 @@
 //! PostgreSQL connections: a deadpool/tokio-postgres pool for read models, relay and
-//! sessions, an sqlx pool for postgres-es, and the schema migrations.
+//! sessions, an sqlx pool for postgres-es, sqlx connections leased for event appends
+//! ([`lease`]), and the schema migrations.
+
+pub mod lease;
 
 use std::str::FromStr;
 
