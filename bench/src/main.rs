@@ -11,6 +11,7 @@ mod broker;
 mod child;
 mod lag;
 mod load;
+mod logging;
 mod reminders;
 mod report;
 mod seed;
@@ -162,9 +163,7 @@ impl Scenario {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    // Request logs cost CPU on every request, so without RUST_LOG the services log only
-    // warnings and errors, such as a projector that cannot join its consumer group.
-    medflow_infra::telemetry::init_with_default("medflow-bench", "warn,actix_web_prom=error");
+    logging::init();
     let duration = Duration::from_secs(cli.seconds);
     let scenario = cli.scenario;
     // The audit scenario writes its own events and reads no doctor or appointment.
@@ -247,6 +246,11 @@ async fn main() -> anyhow::Result<()> {
         report::write(path, &report::render(&machine, &command, &results))?;
         println!("wrote the report to {}", path.display());
     }
+    // The projectors' consumers leave their group while the run's private broker is
+    // still up. Once the broker is gone, closing a consumer can block runtime shutdown
+    // for minutes.
+    seeded.env.stop_services().await;
+    logging::silence();
     Ok(())
 }
 

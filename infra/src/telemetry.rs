@@ -9,13 +9,8 @@ use tracing_subscriber::EnvFilter;
 pub const DEFAULT_FILTER: &str = "info,actix_web_prom=error";
 
 pub fn init(service: &'static str) {
-    init_with_default(service, DEFAULT_FILTER);
-}
-
-/// Initializes logging like [`init`], with `default_filter` where `RUST_LOG` is unset.
-pub fn init_with_default(service: &'static str, default_filter: &str) {
     let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let pretty = std::env::var("MEDFLOW_LOG_FORMAT").is_ok_and(|format| format == "pretty");
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
