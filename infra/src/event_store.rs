@@ -18,7 +18,7 @@ use sqlx::postgres::PgArguments;
 use sqlx::Arguments;
 use uuid::Uuid;
 
-use crate::db::lease::LeasePool;
+use crate::db::lease::{is_connection_lost, LeasePool};
 
 /// Actor and request behind an event. Never carries personal data.
 #[derive(Debug, Clone)]
@@ -297,20 +297,7 @@ impl<A: Aggregate> CommandBus<A> {
         }
 
         if let ([statement], false) = (statements.as_slice(), effects.has_follow_up()) {
-            let mut lease = self.appends.acquire().await.map_err(classify)?;
-            let mut outcome = statement.run(lease.connection()).await;
-            // Two inserts checking one exclusion constraint can wait for each other, and
-            // PostgreSQL then aborts one. Nothing was written, so the statement runs once
-            // more and now meets the other's committed row.
-            if outcome.as_ref().is_err_and(AppendError::is_deadlock) {
-                tracing::info!(
-                    aggregate_id,
-                    "append aborted to resolve a deadlock; running it once more"
-                );
-                outcome = statement.run(lease.connection()).await;
-            }
-            lease.finish(outcome.as_ref().err().and_then(AppendError::database));
-            outcome.map_err(AppendError::into_transactional)?;
+            self.append_alone(aggregate_id, statement).await?;
         } else {
             let mut transaction = self.pool.begin().await.map_err(classify)?;
             for statement in &statements {
@@ -338,6 +325,50 @@ impl<A: Aggregate> CommandBus<A> {
             sequence,
             appended,
         })
+    }
+
+    /// Runs one append statement on its own, which PostgreSQL commits by itself.
+    ///
+    /// A pooled connection that the server has closed fails the statement before it
+    /// runs, so the statement runs again on another connection, as often as the pool may
+    /// hold closed ones. If a failed attempt did commit after all (the server ended just
+    /// between commit and reply), the next one conflicts on the event's primary key, so
+    /// the event is never stored twice.
+    async fn append_alone<E: std::error::Error>(
+        &self,
+        aggregate_id: &str,
+        statement: &Append,
+    ) -> Result<(), TransactionalError<E>> {
+        let mut attempts_left = self.appends.max_size();
+        loop {
+            let mut lease = self.appends.acquire().await.map_err(classify)?;
+            let mut outcome = statement.run(lease.connection()).await;
+            // Two inserts checking one exclusion constraint can wait for each other, and
+            // PostgreSQL then aborts one. Nothing was written, so the statement runs once
+            // more and now meets the other's committed row.
+            if outcome.as_ref().is_err_and(AppendError::is_deadlock) {
+                tracing::info!(
+                    aggregate_id,
+                    "append aborted to resolve a deadlock; running it once more"
+                );
+                outcome = statement.run(lease.connection()).await;
+            }
+            match outcome.as_ref().err().and_then(AppendError::database) {
+                Some(error) if attempts_left > 0 && is_connection_lost(error) => {
+                    tracing::warn!(
+                        aggregate_id,
+                        %error,
+                        "append failed because the server closed the connection; running it on another"
+                    );
+                    lease.finish(Some(error));
+                    attempts_left -= 1;
+                }
+                error => {
+                    lease.finish(error);
+                    return outcome.map_err(AppendError::into_transactional);
+                }
+            }
+        }
     }
 
     /// Builds the statement that appends `event` at `sequence` with what `effects` adds

@@ -1589,3 +1589,103 @@ async fn contested_slot_reports_slot_taken() {
     }
     assert_eq!(created, 1);
 }
+
+/// Commands keep working when the server ends the command APIs' idle connections, as a
+/// restart or an administrator would: no request fails because a pooled connection is
+/// closed.
+#[tokio::test]
+async fn ended_connections_fail_no_command() {
+    let OneDoctor {
+        clinic,
+        doctor,
+        token,
+        slots,
+        ..
+    } = OneDoctor::start().await;
+    let elsewhere = Api::new(&clinic.env.start_command_api().await, &clinic.api.query);
+    let bookings = futures::future::join_all(
+        slots[..4]
+            .iter()
+            .map(|&start| clinic.book_ok(&token, doctor, start)),
+    )
+    .await;
+    let ids: Vec<String> = bookings
+        .iter()
+        .map(|booked| booked["appointment_id"].as_str().unwrap().to_owned())
+        .collect();
+    // The other process loads the appointment from its pool and appends on its leases.
+    let moved = elsewhere
+        .command_post(
+            &token,
+            &format!("/appointments/{}/reschedule", ids[0]),
+            json!({ "start": rfc3339(slots[10]) }),
+        )
+        .await;
+    assert_eq!(moved.status(), StatusCode::OK);
+
+    let superuser = database::connect(&database::url("postgres", &clinic.env.database)).await;
+    let ended: Vec<i32> = superuser
+        .query(
+            "WITH app AS MATERIALIZED (SELECT pid FROM pg_stat_activity \
+               WHERE usename = 'medflow_app' AND datname = current_database()) \
+             SELECT pid FROM app WHERE pg_terminate_backend(pid)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(
+        ended.len() >= 4,
+        "only {} connections were ended",
+        ended.len()
+    );
+    // A backend ends a moment after it is signalled. Requests sent before would meet a
+    // connection that closes mid-statement, which this test is not about.
+    medflow_tests::wait::eventually(Duration::from_secs(10), "the backends to end", || async {
+        let left: i64 = superuser
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)",
+                &[&ended],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        (left == 0).then_some(())
+    })
+    .await;
+
+    let moved = elsewhere
+        .command_post(
+            &token,
+            &format!("/appointments/{}/reschedule", ids[1]),
+            json!({ "start": rfc3339(slots[11]) }),
+        )
+        .await;
+    assert_eq!(
+        moved.status(),
+        StatusCode::OK,
+        "{}",
+        moved.text().await.unwrap()
+    );
+    for id in &ids[2..] {
+        let cancelled = clinic
+            .api
+            .command_post(
+                &token,
+                &format!("/appointments/{id}/cancellation"),
+                json!({ "reason": "Plans changed" }),
+            )
+            .await;
+        assert_eq!(
+            cancelled.status(),
+            StatusCode::ACCEPTED,
+            "{}",
+            cancelled.text().await.unwrap()
+        );
+    }
+    for &start in &slots[4..8] {
+        clinic.book_ok(&token, doctor, start).await;
+    }
+}

@@ -65,6 +65,11 @@ impl LeasePool {
         Self { pool }
     }
 
+    /// Maximum number of connections, and so of closed ones the pool may hold.
+    pub fn max_size(&self) -> usize {
+        self.pool.status().max_size
+    }
+
     /// Waits for a free connection or opens one.
     pub async fn acquire(&self) -> Result<Lease, sqlx::Error> {
         let connection = self.pool.get().await.map_err(|error| match error {
@@ -101,6 +106,20 @@ impl Lease {
             // Dropping the object hands it back to the pool.
             drop(self.connection.take());
         }
+    }
+}
+
+/// Returns true for errors that end the connection: transport errors, and `FATAL` or
+/// `PANIC` errors from the server, which it sends right before it closes the connection.
+/// A connection the server closed while it sat in the pool, after a restart or an
+/// administrator ended its backend, fails its next statement this way.
+pub fn is_connection_lost(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(error) => error
+            .try_downcast_ref::<PgDatabaseError>()
+            .is_some_and(|error| matches!(error.severity(), PgSeverity::Fatal | PgSeverity::Panic)),
+        _ => false,
     }
 }
 

@@ -34,10 +34,11 @@ pub async fn sqlx_pool(url: &SecretString, size: usize) -> anyhow::Result<sqlx::
     PgPoolOptions::new()
         .max_connections(size as u32)
         .acquire_timeout(std::time::Duration::from_secs(10))
-        // The default pings every connection on checkout, a round trip per query. A
-        // connection that broke while idle fails its next query instead, and sqlx
-        // drops it.
-        .test_before_acquire(false)
+        // Pings every connection on checkout, so that one the server closed while it
+        // was idle (a restart, an ended backend) is replaced instead of failing a
+        // request. Appends of single statements, the frequent path, do not use this
+        // pool (see `lease`).
+        .test_before_acquire(true)
         .connect_lazy(url.expose_secret())
         .context("MEDFLOW_DATABASE_URL is not a valid PostgreSQL URL")
 }
