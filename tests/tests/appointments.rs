@@ -531,6 +531,28 @@ async fn booking_rejects_bad_input() {
         .book(&doctor_token, doctor, Utc::now() + TimeDelta::days(2))
         .await;
     expect_problem(response, StatusCode::FORBIDDEN).await;
+
+    // A start half a second past a slot start is quoted with its fraction, not as the
+    // valid start it was rounded to.
+    let day = (Utc::now() + TimeDelta::days(2)).date_naive();
+    let response = clinic
+        .api
+        .command_post(
+            &token,
+            "/appointments",
+            json!({ "doctor_id": doctor.to_string(), "start": format!("{day}T10:00:00.5Z") }),
+        )
+        .await;
+    let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(
+        problem_type(&problem),
+        "urn:medflow:problem:slot-unavailable"
+    );
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!("'{day}T10:00:00.500Z'")),
+        "{detail}"
+    );
 }
 
 #[tokio::test]

@@ -383,7 +383,9 @@ fn slot_problem(start: DateTime<Utc>, rejection: SlotRejection) -> ApiError {
         "start",
         format!(
             "'{}' cannot be booked: {rejection}",
-            start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            // A fraction of a second stays visible, so an off-grid start is not quoted
+            // as the valid start it would round to.
+            start.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
         ),
     )
 }
