@@ -1336,6 +1336,16 @@ async fn directory_next_slot_follows_changes() {
     expect_directory_next_slot(&clinic, &token, doctor, half_past_nine).await;
 }
 
+/// Cancels an appointment through `api`, as the patient or doctor behind `token`.
+async fn cancel(api: &Api, token: &str, appointment_id: &str) -> reqwest::Response {
+    api.command_post(
+        token,
+        &format!("/appointments/{appointment_id}/cancellation"),
+        json!({ "reason": "Plans changed" }),
+    )
+    .await
+}
+
 /// Counts the doctor's rows in `appointment_reservations`.
 async fn reservation_count(clinic: &Clinic, doctor: AccountId) -> i64 {
     clinic
@@ -1433,14 +1443,7 @@ async fn revoked_session_stops_cached_commands() {
         .unwrap();
     assert_eq!(revoked, 1);
 
-    let cancellation = clinic
-        .api
-        .command_post(
-            &token,
-            &format!("/appointments/{appointment_id}/cancellation"),
-            json!({ "reason": "No longer needed" }),
-        )
-        .await;
+    let cancellation = cancel(&clinic.api, &token, &appointment_id).await;
     expect_problem(cancellation, StatusCode::UNAUTHORIZED).await;
     expect_problem(
         clinic.book(&token, doctor, slots[2]).await,
@@ -1494,26 +1497,13 @@ async fn remembered_appointment_follows_changes_made_elsewhere() {
     assert_eq!(moved.status(), StatusCode::OK);
 
     // This process still remembers the appointment at sequence 1.
-    let cancelled = clinic
-        .api
-        .command_post(
-            &token,
-            &format!("/appointments/{appointment_id}/cancellation"),
-            json!({ "reason": "Plans changed" }),
-        )
-        .await;
+    let cancelled = cancel(&clinic.api, &token, &appointment_id).await;
     assert_eq!(cancelled.status(), StatusCode::ACCEPTED);
     let cancelled: Value = cancelled.json().await.unwrap();
     assert_eq!(cancelled["sequence"], 3);
 
     // The other process remembers it rescheduled, a state that has passed.
-    let again = elsewhere
-        .command_post(
-            &token,
-            &format!("/appointments/{appointment_id}/cancellation"),
-            json!({ "reason": "Plans changed" }),
-        )
-        .await;
+    let again = cancel(&elsewhere, &token, &appointment_id).await;
     let problem = expect_problem(again, StatusCode::CONFLICT).await;
     assert_eq!(problem["type"], "urn:medflow:problem:invalid-transition");
     assert_eq!(reservation_count(&clinic, doctor).await, 0);
@@ -1692,14 +1682,7 @@ async fn ended_connections_fail_no_command() {
         moved.text().await.unwrap()
     );
     for id in &ids[2..] {
-        let cancelled = clinic
-            .api
-            .command_post(
-                &token,
-                &format!("/appointments/{id}/cancellation"),
-                json!({ "reason": "Plans changed" }),
-            )
-            .await;
+        let cancelled = cancel(&clinic.api, &token, id).await;
         assert_eq!(
             cancelled.status(),
             StatusCode::ACCEPTED,

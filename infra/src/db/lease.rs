@@ -114,26 +114,27 @@ impl Lease {
 /// A connection the server closed while it sat in the pool, after a restart or an
 /// administrator ended its backend, fails its next statement this way.
 pub fn is_connection_lost(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Io(_) => true,
-        sqlx::Error::Database(error) => error
-            .try_downcast_ref::<PgDatabaseError>()
-            .is_some_and(|error| matches!(error.severity(), PgSeverity::Fatal | PgSeverity::Panic)),
-        _ => false,
-    }
+    matches!(error, sqlx::Error::Io(_))
+        || matches!(
+            server_severity(error),
+            Some(PgSeverity::Fatal | PgSeverity::Panic)
+        )
 }
 
 /// Returns true for errors the server reported with severity `ERROR`, after which sqlx
-/// reads up to the `ReadyForQuery` before it sends the next statement. A `FATAL` error,
-/// such as the one a terminated backend sends, comes right before the server closes the
-/// connection.
+/// reads up to the `ReadyForQuery` before it sends the next statement.
 fn leaves_connection_usable(error: &sqlx::Error) -> bool {
+    server_severity(error) == Some(PgSeverity::Error)
+}
+
+/// Returns the severity of an error the server reported, or `None` for other errors.
+fn server_severity(error: &sqlx::Error) -> Option<PgSeverity> {
     let sqlx::Error::Database(error) = error else {
-        return false;
+        return None;
     };
     error
         .try_downcast_ref::<PgDatabaseError>()
-        .is_some_and(|error| error.severity() == PgSeverity::Error)
+        .map(PgDatabaseError::severity)
 }
 
 impl Drop for Lease {
